@@ -1,0 +1,41 @@
+"""Settings from environment variables (prefix WAVEKIT_); blocks can override them at run start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".wavekit"
+
+
+class Settings(BaseSettings):
+    """Every knob wavekit reads; documented in the README's Configuration section."""
+
+    model_config = SettingsConfigDict(env_prefix="WAVEKIT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    target: str = "sandbox"
+    batch_size: int = 500
+    max_parallel_packages: int = 4
+    approval_deadline_hours: float = 48.0
+    approval_reminder_hours: float = 24.0
+    approval_poll_seconds: int = 5
+    review_cadence_days: int = 30
+    watch_interval_hours: float = 24.0
+    prefect_ui_url: str = "http://127.0.0.1:4200"
+
+    def resolved_database_url(self) -> str:
+        """The store URL: WAVEKIT_DATABASE_URL, else a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'wavekit.db'}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

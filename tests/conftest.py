@@ -1,0 +1,48 @@
+"""Fixtures shared by every tier: stores on SQLite and PostgreSQL, the example catalog."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Keep Prefect quiet and local in every test process (no telemetry, no network).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from wavekit.catalog import load_catalog, write_catalog
+from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.store import reset_store, session_scope
+
+pytest_plugins = ["tests.support.postgres"]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'wavekit.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'wavekit.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    reset_store(url)
+    yield url
+
+
+@pytest.fixture(scope="session")
+def example_catalog():
+    return load_catalog(EXAMPLE_CATALOG)
+
+
+@pytest.fixture
+def loaded_store(sqlite_url: str, example_catalog) -> str:
+    """A SQLite store holding the example catalog."""
+    with session_scope(sqlite_url) as s:
+        write_catalog(s, example_catalog)
+    return sqlite_url
