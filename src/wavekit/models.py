@@ -252,3 +252,10 @@ class AuditEvent(SQLModel, table=True):
     release_id: int | None = None
     flow_run_id: str | None = None
     detail: dict[str, Any] = _json({})
+
+
+class SlackRequestSeen(SQLModel, table=True):
+    """Signatures of Slack requests already handled: a replayed request is refused."""
+
+    signature: str = Field(primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
