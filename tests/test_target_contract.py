@@ -17,7 +17,7 @@ from wavekit.targets.sandbox import SandboxTarget
 
 USERS = [f"u{i:02d}" for i in range(1, 31)]
 ENTS = ["ent-a", "ent-b", "ent-c", "ent-d"]
-TARGETS = ["sandbox_contract_target"]
+TARGETS = ["sandbox_contract_target", "ldap_contract_target", "scim_contract_target"]
 
 
 @pytest.fixture
