@@ -1,0 +1,229 @@
+"""The portal's KPIs on the example catalog, worked out by hand from packages.yaml."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from wavekit.kpis import FACTOR_WEIGHTS, action_for, compute_kpis, deploy_confidence
+from wavekit.models import (
+    HealthCheckResult,
+    Identity,
+    MaintenanceTask,
+    PackageMember,
+    Release,
+    RolePackage,
+)
+from wavekit.states import PackageState
+from wavekit.store import session_scope
+
+NOW = datetime(2026, 4, 20, 12, tzinfo=UTC)
+FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
+PROC, SD, WH = "procurement-request-coordinator", "service-desk-resolver", \
+    "warehouse-inventory-poster"
+
+
+def kpis(url: str, **kw):
+    with session_scope(url) as s:
+        return compute_kpis(s, NOW, **kw)
+
+
+def set_state(url: str, **states: PackageState) -> None:
+    with session_scope(url) as s:
+        for key, state in states.items():
+            pkg = s.get(RolePackage, key)
+            pkg.state = state
+            s.add(pkg)
+
+
+def release(key: str, approved: datetime, deploy_hours: float | None, *,
+            stable_days: float | None = None, rolled_back: bool = False) -> Release:
+    deployed = approved + timedelta(hours=deploy_hours) if deploy_hours is not None else None
+    return Release(package_key=key, wave=1, started_at=approved, approved_at=approved,
+                   deployed_at=deployed,
+                   stable_at=approved + timedelta(days=stable_days) if stable_days else None,
+                   rolled_back_at=deployed + timedelta(days=1) if rolled_back else None)
+
+
+def test_example_catalog_before_any_release(loaded_store: str) -> None:
+    k = kpis(loaded_store)
+    # Wave 1 holds finance (release ready) and HR (needs tuning, never shipped).
+    assert (k.wave_ready.wave, k.wave_ready.packages, k.wave_ready.release_ready) == (
+        1, (FIN, HR), 1)
+    assert k.wave_ready.count == 2
+    # HR's "needs tuning" is pre-release: nothing is in production yet.
+    assert k.roles_monitored == 0 and k.coverage_health is None and k.coverage == ()
+    assert k.maintenance_tasks_open == 0
+    assert k.median_deploy_time is None and k.median_time_to_stable is None
+    # Every package has a fallback plan; the service desk drill is pending: 4 of 5.
+    assert k.fallback_tested == (4, 5)
+    # release_ready -> Release; monitoring, scheduled -> Monitor; needs_tuning -> Tune;
+    # rollback_ready -> Rollback
+    assert k.action_counts == {"Release": 1, "Monitor": 2, "Tune": 1, "Rollback": 1}
+    assert k.active_waves == () and k.review_cadence_days == 30
+    rows = {r.key: r for r in k.packages}
+    assert [r.key for r in k.packages] == [FIN, HR, PROC, SD, WH]  # by wave, no wave last
+    assert {key: (r.members, r.entitlements, r.state_label, r.action)
+            for key, r in rows.items()} == {
+        FIN: (42, 11, "Release ready", "Release"),
+        HR: (24, 8, "Needs tuning", "Tune"),
+        PROC: (31, 9, "Scheduled", "Monitor"),
+        SD: (58, 14, "Monitoring", "Monitor"),
+        WH: (17, 7, "Rollback ready", "Rollback"),
+    }
+    assert rows[FIN].watch_days == 14 and rows[FIN].telemetry_focus == "Adoption and drift"
+
+
+def test_deploy_confidence_of_the_example_packages(loaded_store: str) -> None:
+    c = kpis(loaded_store).deploy_confidence
+    # Finance meets every factor: 15 + 10 + 15 + 15 + 10 + 10 + 10 + 15
+    assert c[FIN].score == 100 and all(f.met for f in c[FIN].factors)
+    assert c[FIN].level == "High"
+    unmet = {key: {f.name: f.points for f in conf.factors if not f.met}
+             for key, conf in c.items()}
+    assert unmet == {
+        FIN: {},
+        HR: {"Risk level": 5},  # medium risk earns half of 10: 100 - 5
+        PROC: {"Dependencies stable": 0},  # finance is not stable yet: 100 - 10
+        SD: {"Fallback drill signed": 0, "Risk level": 5},  # 100 - 15 - 5
+        WH: {"Risk level": 0},  # high risk: 100 - 10
+    }
+    assert {key: conf.score for key, conf in c.items()} == {
+        FIN: 100, HR: 95, PROC: 90, SD: 80, WH: 90}
+    assert next(f for f in c[PROC].factors if f.name == "Dependencies stable").detail == (
+        f"not stable: {FIN}")
+
+
+def test_after_wave_one_ships(loaded_store: str) -> None:
+    approved = NOW - timedelta(days=5)
+    with session_scope(loaded_store) as s:
+        s.add_all([release(FIN, approved, 28), release(HR, approved, 20)])
+    set_state(loaded_store, **{FIN: PackageState.WATCHING, HR: PackageState.NEEDS_TUNING})
+    k = kpis(loaded_store)
+    assert k.roles_monitored == 2  # finance watching; HR needs tuning with a live release
+    assert (k.wave_ready.wave, k.wave_ready.packages) == (2, (PROC, SD))
+    assert k.wave_ready.release_ready == 0
+    assert k.active_waves == (1,)  # finance is being watched; HR's tuning is not in flight
+    # Both live roles' members are all active identities matching their rules: 2 / 2.
+    assert k.coverage_health == 1.0
+    assert [(c.key, c.members, c.matching, c.population) for c in k.coverage] == [
+        (FIN, 42, 42, 62), (HR, 24, 24, 30)]
+    # (20 h, 28 h): the median of two is their mean
+    assert k.median_deploy_time == timedelta(hours=24)
+
+    set_state(loaded_store, **{FIN: PackageState.STABLE})
+    assert kpis(loaded_store).deploy_confidence[PROC].score == 100  # its dependency is stable
+    # Asking that members also cover 90% of the rule's population: finance 42/62 and HR 24/30
+    # fall short, so no role is aligned.
+    assert kpis(loaded_store, min_population_share=0.9).coverage_health == 0.0
+
+
+@pytest.mark.parametrize(("movers", "aligned"), [(4, True), (5, False)])
+def test_coverage_drops_when_members_leave_the_population(loaded_store: str, movers: int,
+                                                          aligned: bool) -> None:
+    with session_scope(loaded_store) as s:
+        s.add(release(FIN, NOW - timedelta(days=3), 24))
+        members = sorted(s.exec(select(PackageMember.identity_id)
+                                .where(PackageMember.package_key == FIN)))
+        for ident in members[:movers]:
+            person = s.get(Identity, ident)
+            person.department = "Sales"  # moved team, kept the access
+            s.add(person)
+    set_state(loaded_store, **{FIN: PackageState.WATCHING})
+    k = kpis(loaded_store)
+    # 4 movers: 38 / 42 = 0.905 >= 0.9; 5 movers: 37 / 42 = 0.881 < 0.9
+    assert k.coverage[0].matching == 42 - movers
+    assert k.coverage_health == (1.0 if aligned else 0.0)
+
+
+def test_inactive_members_do_not_match(loaded_store: str) -> None:
+    with session_scope(loaded_store) as s:
+        s.add(release(HR, NOW - timedelta(days=3), 24))
+        members = sorted(s.exec(select(PackageMember.identity_id)
+                                .where(PackageMember.package_key == HR)))
+        for ident in members[:3]:
+            person = s.get(Identity, ident)
+            person.active = False  # left the company
+            s.add(person)
+    set_state(loaded_store, **{HR: PackageState.STABLE})
+    cov = kpis(loaded_store).coverage
+    # 21 / 24 = 0.875 < 0.9; the population shrinks to the 27 active HR Ops people
+    assert [(c.matching, c.population, c.aligned) for c in cov] == [(21, 27, False)]
+
+
+def test_median_deploy_and_stable_times(loaded_store: str) -> None:
+    t = NOW - timedelta(days=30)
+    with session_scope(loaded_store) as s:
+        s.add_all([
+            release(FIN, t, 20, stable_days=15),
+            release(FIN, t, 28, rolled_back=True),  # a rolled-back deploy still took 28 h
+            release(HR, t, 40, stable_days=8),
+            release(HR, t, None),  # approved, never deployed: no deploy time
+            release(HR, NOW - timedelta(hours=1), 2),  # deployed after as_of
+        ])
+    k = kpis(loaded_store)
+    assert k.median_deploy_time == timedelta(hours=28)  # median of 20, 28, 40 h
+    assert k.median_time_to_stable == timedelta(days=11.5)  # median of 15 and 8 days
+
+
+def test_single_release_and_open_tasks_as_of(loaded_store: str) -> None:
+    with session_scope(loaded_store) as s:
+        s.add(release(FIN, NOW - timedelta(days=2), 30))
+        s.add_all([
+            MaintenanceTask(dedupe_key="a", kind="tuning", reason="r",
+                            opened_at=NOW - timedelta(days=3)),  # open: counts
+            MaintenanceTask(dedupe_key="b", kind="tuning", reason="r",
+                            opened_at=NOW - timedelta(days=3),
+                            closed_at=NOW - timedelta(days=1)),  # closed before: no
+            MaintenanceTask(dedupe_key="c", kind="drill", reason="r",
+                            opened_at=NOW - timedelta(days=3),
+                            closed_at=NOW + timedelta(days=1)),  # closed later: counts
+            MaintenanceTask(dedupe_key="d", kind="drill", reason="r",
+                            opened_at=NOW + timedelta(hours=1)),  # opened later: no
+        ])
+    k = kpis(loaded_store)
+    assert k.median_deploy_time == timedelta(hours=30)
+    assert k.maintenance_tasks_open == 2
+
+
+def test_failed_checks_and_rollbacks_cost_confidence(loaded_store: str) -> None:
+    with session_scope(loaded_store) as s:
+        r = release(HR, NOW - timedelta(days=4), 10, rolled_back=True)
+        s.add(r)
+        s.flush()
+        s.add(HealthCheckResult(release_id=r.id, package_key=HR, check_name="ticket_noise",
+                                due_at=NOW, measured_at=NOW, verdict="failed"))
+    factor = next(f for f in kpis(loaded_store).deploy_confidence[HR].factors
+                  if f.name == "Clean release history")
+    assert (factor.points, factor.detail) == (0, "1 failed check(s), 1 rollback(s)")
+    assert kpis(loaded_store).deploy_confidence[HR].score == 85  # 95 - 10
+
+
+def test_a_package_missing_everything_scores_zero() -> None:
+    bare = RolePackage(key="bare", name="Bare", owner_name=" ", risk="high", watch_days=7,
+                       fallback_drill="pending")
+    c = deploy_confidence(bare, {"dep": PackageState.WATCHING}, failed_checks=1, rollbacks=0)
+    assert c.score == 0 and c.level == "Low"
+    assert [f.name for f in c.factors] == list(FACTOR_WEIGHTS)
+    assert sum(FACTOR_WEIGHTS.values()) == 100
+    delegate_only = RolePackage(key="d", name="D", owner_name="Ops", risk="low",
+                                delegates=[{"name": "Ann", "slack_id": "U1"}])
+    reach = deploy_confidence(delegate_only, {}, 0, 0).factors[1]
+    assert reach.name == "Owner reachable in Slack" and reach.met
+
+
+@pytest.mark.parametrize(("state", "action"), [
+    ("release_ready", "Release"), ("awaiting_handoff", "Release"), ("deploying", "Release"),
+    ("scheduled", "Monitor"), ("monitoring", "Monitor"), ("watching", "Monitor"),
+    ("stable", "Monitor"), ("needs_tuning", "Tune"), ("held", "Tune"),
+    ("rollback_ready", "Rollback"), ("rolling_back", "Rollback"), ("rolled_back", "Rollback"),
+])
+def test_action_for_every_state(state: str, action: str) -> None:
+    assert action_for(state) == action
+    assert action_for(PackageState(state)) == action
+
+
+def test_every_state_has_an_action() -> None:
+    assert {action_for(s) for s in PackageState} == {"Release", "Monitor", "Tune", "Rollback"}
