@@ -16,7 +16,13 @@ from wavekit.catalog import load_catalog, write_catalog
 from wavekit.examples import EXAMPLE_CATALOG
 from wavekit.store import reset_store, session_scope
 
-pytest_plugins = ["tests.support.postgres"]
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.flows",
+    "tests.support.slapd",
+    "tests.support.scim_server",
+    "tests.support.slack_double",
+]
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,8 @@ class Runtime:
     database_url: str
     target: Target
     clock: Clock = field(default_factory=SystemClock)
-    notifier: Any = None  # wavekit.notify.Notifier; None when nobody is told
+    notifier: Any = None  # wavekit.slack.notifier.Notifier; None when Slack is not configured
+    metrics: Any = None  # wavekit.watch.MetricsSource; built from telemetry when None
 
 
 def build_runtime(
@@ -30,6 +33,7 @@ def build_runtime(
     target_kind: str | None = None,
     clock: Clock | None = None,
     notifier: Any = None,
+    metrics: Any = None,
 ) -> Runtime:
     """Build the runtime from settings (environment by default), creating the store if needed."""
     settings = settings or load_settings()
@@ -38,5 +42,25 @@ def build_runtime(
     return Runtime(
         settings=settings, database_url=url,
         target=target or build_target(settings, target_kind),
-        clock=clock or SystemClock(), notifier=notifier,
+        clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
     )
+
+
+_factory: Callable[[], Runtime] | None = None
+
+
+def current_runtime() -> Runtime:
+    """The runtime a flow run wires at its start: from settings, unless a caller overrides."""
+    return _factory() if _factory else build_runtime()
+
+
+@contextmanager
+def runtime_override(factory: Callable[[], Runtime]) -> Iterator[None]:
+    """Run flows in this process with runtimes from `factory` (the demo and tests use it to
+    hand in a manual clock, a scripted target or recorded telemetry)."""
+    global _factory
+    previous, _factory = _factory, factory
+    try:
+        yield
+    finally:
+        _factory = previous

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     review_cadence_days: int = 30
     watch_interval_hours: float = 24.0
     prefect_ui_url: str = "http://127.0.0.1:4200"
+    # Operational guards (MFA, session timeouts...) the target environment enforces; a package
+    # that requires a guard not listed here is held by the operational_guards gate.
+    enforced_guards: str = "mfa,session_timeout"
+
+    @property
+    def enforced_guard_set(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.enforced_guards.split(",") if g.strip())
 
     def resolved_database_url(self) -> str:
         """The store URL: WAVEKIT_DATABASE_URL, else a SQLite file in the data directory."""

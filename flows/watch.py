@@ -1,0 +1,47 @@
+"""The watch deployment: a scheduled tick that takes the health measurements owed.
+
+No process lives through a days-long watch; each run reads what is due from the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.wave import retire_legacy, rollback_package, watch_tick
+from wavekit import notices, rollout, watch
+from wavekit.clock import as_utc
+from wavekit.runtime import Runtime, current_runtime
+
+
+@task(name="find_due_watches", cache_policy=NO_CACHE)
+def find_due(rt: Runtime, as_of: datetime) -> list[int]:
+    return watch.releases_due(rt, as_of)
+
+
+@flow(name="watch-packages", log_prints=True)
+def watch_packages(as_of: datetime | None = None) -> list[dict]:
+    """Run every health check that is due; roll back, hold or promote packages accordingly.
+
+    as_of defaults to now; pass a time to replay the watch (tests, the demo's fast-forward).
+    """
+    rt = current_runtime()
+    now = as_utc(as_of) if as_of else rt.clock.now()
+    log = get_run_logger()
+    results = []
+    for release_id in find_due(rt, now):
+        tick = watch_tick(rt, release_id, now)
+        log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
+        if tick.action == "rollback":
+            rollback_package(tick.package_key, tick.reason, release_id=release_id)
+        elif tick.action == "stable":
+            retire_legacy(rt, release_id)
+        elif tick.action in ("contain", "inconclusive"):
+            notices.notify_held(rt, tick.package_key, tick.reason)
+        results.append({"package": tick.package_key, "action": tick.action,
+                        "reason": tick.reason, "measured": tick.measured})
+    for release_id in rollout.releases_awaiting_retirement(rt):
+        retire_legacy(rt, release_id)
+    return results

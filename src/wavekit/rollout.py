@@ -1,0 +1,303 @@
+"""Rolling a package out, stage by stage: the domain the wave flow's tasks call.
+
+Each function opens its own transaction, checks the state machine, records an audit event
+and returns a plain value. Everything is keyed by release so a re-run picks up where a
+crash left off: the prior bundle is frozen once the first write has started, and applying
+the same plan twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, select
+
+from wavekit import audit
+from wavekit.bundles import load_bundle, record_bundle
+from wavekit.gates import GateContext, GateResult, SodRuleView, check_gates, failed
+from wavekit.grants import GrantSet
+from wavekit.health import checks_for, next_due
+from wavekit.lifecycle import transition
+from wavekit.models import Approval, Release, RolePackage, SodRule
+from wavekit.packages import PackageView, load_package_view
+from wavekit.planning import Plan, plan_package
+from wavekit.runtime import Runtime
+from wavekit.states import RELEASABLE, PackageState
+from wavekit.store import session_scope
+from wavekit.targets.base import BatchResult, ProgressCallback
+
+S = PackageState
+
+
+@dataclass
+class StageOutcome:
+    package_key: str
+    release_id: int | None = None
+    skipped: str | None = None  # why the package was not taken up
+    held: str | None = None  # why staging held it
+    counts: dict[str, int] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+    resuming_deploy: bool = False
+    approved: bool = False
+
+
+@dataclass
+class HandoffRequest:
+    approval_id: int
+    decided: str | None  # approved | rejected | timeout, if already decided
+    deadline: datetime | None
+    reason: str = ""
+
+
+@dataclass
+class DeployOutcome:
+    release_id: int
+    added: int
+    removed: int
+    unchanged: int
+    batches: int
+    watch_ends_at: datetime
+    next_check_at: datetime | None
+
+
+def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target: str,
+                 flow_run_id: str | None, triggered_by: str | None, now: datetime) -> Release:
+    """The package's open release, or a new one."""
+    release = session.exec(select(Release).where(Release.package_key == pkg.key,
+                                                 Release.closed == False)  # noqa: E712
+                           .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+    if release is None:
+        release = Release(package_key=pkg.key, wave=wave, target=target, started_at=now,
+                          flow_run_id=flow_run_id, triggered_by=triggered_by)
+        session.add(release)
+        session.flush()
+    else:
+        release.flow_run_id = flow_run_id or release.flow_run_id
+        release.triggered_by = triggered_by or release.triggered_by
+    return release
+
+
+def gate_context(session: Session, rt: Runtime, pkg: PackageView, plan: Plan) -> GateContext:
+    """Gather what the gates need: dependency states, SoD rules and the holdings they judge."""
+    dep_states = {k: S(st) for k, st in session.exec(
+        select(RolePackage.key, RolePackage.state)
+        .where(RolePackage.key.in_(pkg.depends_on)))}  # type: ignore[attr-defined]
+    rules = [SodRuleView(r.key, r.entitlement_a, r.entitlement_b, r.description)
+             for r in session.exec(select(SodRule))
+             if {r.entitlement_a, r.entitlement_b} & pkg.entitlements]
+    holdings: GrantSet = frozenset()
+    if rules:
+        holdings = rt.target.read_grants({e for r in rules for e in
+                                          (r.entitlement_a, r.entitlement_b)})
+    return GateContext(plan=plan, dependency_states=dep_states, sod_rules=rules,
+                       sod_holdings=holdings, enforced_guards=rt.settings.enforced_guard_set)
+
+
+def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None = None,
+                  triggered_by: str | None = None, dry_run: bool = False) -> StageOutcome:
+    """Compute the plan, snapshot the prior bundle and preview the gates."""
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, key)
+        if pkg is None:
+            return StageOutcome(key, skipped=f"no package {key!r} in the catalog")
+        state = S(pkg.state)
+        if pkg.rollback_only:
+            return StageOutcome(key, skipped="rollback-only package: it never deploys")
+        if state not in RELEASABLE:
+            return StageOutcome(key, skipped=f"already {state.label}")
+        view = load_package_view(s, key)
+        if dry_run:
+            plan = plan_package(view, rt.target.read_grants(view.scope))
+            return StageOutcome(key, counts=plan.counts(),
+                                gates=check_gates(view, gate_context(s, rt, view, plan)))
+        release = open_release(s, pkg, wave=wave, target=rt.target.name,
+                               flow_run_id=flow_run_id, triggered_by=triggered_by, now=now)
+        resuming = release.deploy_started_at is not None
+        if resuming:
+            plan = load_bundle(s, release.id, key)  # frozen: the target holds partial writes
+            assert plan is not None
+        else:
+            plan = plan_package(view, rt.target.read_grants(view.scope))
+            record_bundle(s, release.id, plan)
+        release.adds, release.removes, release.retirements = (
+            len(plan.adds), len(plan.removes), len(plan.retirements))
+        gates = check_gates(view, gate_context(s, rt, view, plan))
+        audit.record(s, "plan_staged", package_key=key, wave=wave, release_id=release.id,
+                     flow_run_id=flow_run_id, at=now, **plan.counts(),
+                     prior=len(plan.prior), resuming=resuming)
+        outcome = StageOutcome(key, release.id, counts=plan.counts(), gates=gates,
+                               resuming_deploy=resuming, approved=release.approved_at is not None)
+        if not resuming and (bad := failed(gates)):
+            reason = "; ".join(f"{g.name}: {g.reason}" for g in bad)
+            audit.record(s, "gates_checked", package_key=key, wave=wave, release_id=release.id,
+                         at=now, stage="stage", results=[g.__dict__ for g in gates])
+            _hold(s, pkg, release, reason, now)
+            outcome.held = reason
+        return outcome
+
+
+def _hold(s: Session, pkg: RolePackage, release: Release, reason: str, now: datetime) -> None:
+    if S(pkg.state) != S.HELD:
+        transition(s, pkg, S.HELD, reason, release_id=release.id, at=now)
+    else:
+        pkg.state_reason = reason
+    release.closed = True  # the next run opens a fresh release with a fresh plan
+
+
+def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
+    """Move the package to Awaiting handoff and open (or find) its approval request."""
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        pkg = s.get(RolePackage, release.package_key)
+        approval = s.exec(select(Approval).where(Approval.release_id == release_id)
+                          .order_by(Approval.id.desc())).first()  # type: ignore[union-attr]
+        if approval is None:
+            deadline = now + timedelta(hours=rt.settings.approval_deadline_hours)
+            approval = Approval(release_id=release_id, package_key=pkg.key, requested_at=now,
+                                deadline=deadline, flow_run_id=release.flow_run_id,
+                                channel="slack" if rt.notifier else "prefect-ui")
+            s.add(approval)
+            s.flush()
+            audit.record(s, "approval_requested", package_key=pkg.key, wave=pkg.wave,
+                         release_id=release_id, flow_run_id=release.flow_run_id, at=now,
+                         approval_id=approval.id, deadline=deadline.isoformat(),
+                         owner=pkg.owner_name)
+        else:
+            approval.flow_run_id = release.flow_run_id or approval.flow_run_id
+        if S(pkg.state) != S.AWAITING_HANDOFF:
+            transition(s, pkg, S.AWAITING_HANDOFF, f"waiting for {pkg.owner_name} to approve",
+                       release_id=release_id, at=now)
+        decided = {"approve": "approved", "reject": "rejected"}.get(
+            approval.decision or "", approval.decision)
+        return HandoffRequest(approval.id, decided, approval.deadline)
+
+
+def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
+                    comment: str = "", channel: str = "prefect-ui") -> str:
+    """Store the owner's decision (unless one is already stored) and apply it to the package.
+
+    The store is the source of truth: a decision recorded by the Slack receiver before the
+    run resumed wins over the run input. Returns approved | rejected | timeout.
+    """
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        approval = s.get(Approval, approval_id)
+        release = s.get(Release, approval.release_id)
+        pkg = s.get(RolePackage, approval.package_key)
+        if approval.decision is None:
+            approval.decision = decision
+            approval.approver, approval.comment, approval.decided_at = approver, comment, now
+            approval.channel = channel
+            audit.record(s, "approval_decided", actor=approver or "unknown",
+                         package_key=pkg.key, wave=pkg.wave, release_id=release.id, at=now,
+                         decision=decision, approver=approver, comment=comment, channel=channel)
+        final = {"approve": "approved", "reject": "rejected"}.get(approval.decision,
+                                                                  approval.decision)
+        if final == "approved":
+            release.approved_at = release.approved_at or approval.decided_at or now
+            release.approved_by = approval.approver
+        elif S(pkg.state) == S.AWAITING_HANDOFF:
+            why = ("approval deadline passed without a decision" if final == "timeout" else
+                   f"rejected by {approval.approver}: {approval.comment or 'no reason given'}")
+            _hold(s, pkg, release, why, now)
+        return final
+
+
+def enforce_gates(rt: Runtime, release_id: int) -> list[GateResult]:
+    """Run every gate against the current state; hold the package if one fails."""
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        pkg = s.get(RolePackage, release.package_key)
+        view = load_package_view(s, pkg.key)
+        plan = load_bundle(s, release_id, pkg.key)
+        results = check_gates(view, gate_context(s, rt, view, plan))
+        audit.record(s, "gates_checked", package_key=pkg.key, wave=pkg.wave,
+                     release_id=release_id, at=now, stage="dependency_checks",
+                     results=[r.__dict__ for r in results])
+        if bad := failed(results):
+            _hold(s, pkg, release, "; ".join(f"{g.name}: {g.reason}" for g in bad), now)
+        return results
+
+
+def deploy_package(rt: Runtime, release_id: int,
+                   on_batch: ProgressCallback | None = None) -> DeployOutcome:
+    """Apply the plan's adds and removes in batches; record the prior bundle before writing."""
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        pkg = s.get(RolePackage, release.package_key)
+        view = load_package_view(s, pkg.key)
+        if release.deploy_started_at is None:
+            # Re-read just before the first write: the approval may have taken hours.
+            plan = plan_package(view, rt.target.read_grants(view.scope))
+            record_bundle(s, release_id, plan)
+            release.deploy_started_at = now
+            release.adds, release.removes, release.retirements = (
+                len(plan.adds), len(plan.removes), len(plan.retirements))
+        else:
+            plan = load_bundle(s, release_id, pkg.key)
+        if S(pkg.state) != S.DEPLOYING:
+            transition(s, pkg, S.DEPLOYING, f"applying {len(plan.adds)} adds and "
+                       f"{len(plan.removes)} removes to {rt.target.name}",
+                       release_id=release_id, at=now)
+    assert plan is not None
+
+    def record_batch(batch: BatchResult) -> None:
+        with session_scope(rt.database_url) as bs:
+            rel = bs.get(Release, release_id)
+            rel.applied_batches += 1
+            audit.record(bs, "deploy_batch", package_key=view.key, release_id=release_id,
+                         index=batch.index, added=batch.added, removed=batch.removed,
+                         unchanged=batch.unchanged)
+        if on_batch:
+            on_batch(batch)
+
+    result = rt.target.apply(plan.adds, plan.removes, batch_size=rt.settings.batch_size,
+                             on_batch=record_batch)
+    done = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        pkg = s.get(RolePackage, release.package_key)
+        release.deployed_at = done
+        release.watch_ends_at = done + timedelta(days=view.watch_days)
+        release.next_check_at = next_due(checks_for(view.health), done, release.watch_ends_at,
+                                         done - timedelta(microseconds=1))
+        audit.record(s, "deployed", package_key=pkg.key, wave=pkg.wave, release_id=release_id,
+                     at=done, added=result.added, removed=result.removed,
+                     unchanged=result.unchanged, batches=len(result.batches))
+        transition(s, pkg, S.WATCHING, f"watching for {view.watch_days} days",
+                   release_id=release_id, at=done)
+        return DeployOutcome(release_id, result.added, result.removed, result.unchanged,
+                             len(result.batches), release.watch_ends_at, release.next_check_at)
+
+
+def retire_legacy(rt: Runtime, release_id: int) -> int:
+    """Remove the legacy grants the package supersedes; returns how many were removed."""
+    now = rt.clock.now()
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        plan = load_bundle(s, release_id, release.package_key)
+        if release.legacy_retired_at is not None or plan is None or not plan.retirements:
+            return 0
+    result = rt.target.apply([], plan.retirements, batch_size=rt.settings.batch_size)
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        release.legacy_retired_at = now
+        audit.record(s, "legacy_retired", package_key=release.package_key,
+                     release_id=release_id, at=now, count=result.removed,
+                     planned=len(plan.retirements))
+    return result.removed
+
+
+def releases_awaiting_retirement(rt: Runtime) -> list[int]:
+    """Stable releases whose legacy grants are still in place."""
+    with session_scope(rt.database_url) as s:
+        rows = s.exec(select(Release.id).join(RolePackage, RolePackage.key == Release.package_key)
+                      .where(RolePackage.state == S.STABLE, Release.stable_at.is_not(None),  # type: ignore[union-attr]
+                             Release.legacy_retired_at.is_(None),  # type: ignore[union-attr]
+                             Release.retirements > 0, Release.rolled_back_at.is_(None)))  # type: ignore[union-attr]
+        return list(rows)

@@ -1,0 +1,201 @@
+"""The wave DAG end to end on the sandbox, under one Prefect test harness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from flows.watch import watch_packages
+from flows.wave import release_wave, rollback_package
+from tests.support.flows import ScriptedMetrics, approver
+from wavekit import audit
+from wavekit.clock import as_utc
+from wavekit.examples import seed_target
+from wavekit.grants import Grant, GrantSet
+from wavekit.models import HealthCheckResult, Release, RolePackage
+from wavekit.packages import load_package_view
+from wavekit.runtime import build_runtime, runtime_override
+from wavekit.settings import load_settings
+from wavekit.store import session_scope
+from wavekit.targets.sandbox import SandboxTarget
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
+
+
+@dataclass
+class WaveEnv:
+    url: str
+    target: SandboxTarget
+    metrics: ScriptedMetrics
+    seeded: GrantSet
+
+    def state(self, key: str) -> str:
+        with session_scope(self.url) as s:
+            return s.get(RolePackage, key).state
+
+    def release(self, key: str) -> Release:
+        with session_scope(self.url) as s:
+            return s.exec(select(Release).where(Release.package_key == key)
+                          .order_by(Release.id.desc())).first()
+
+    def grants(self) -> GrantSet:
+        with session_scope(self.url) as s:
+            from wavekit.models import Entitlement
+            ents = list(s.exec(select(Entitlement.key)))
+        return self.target.read_grants(ents)
+
+    def view(self, key: str):  # type: ignore[no-untyped-def]
+        with session_scope(self.url) as s:
+            return load_package_view(s, key)
+
+    def watch_days(self, key: str, days: int) -> None:
+        """Run the watch deployment's flow once per day of the window (time is handed in)."""
+        start = as_utc(self.release(key).deployed_at)
+        for day in range(1, days + 1):
+            watch_packages(as_of=start + timedelta(days=day, minutes=1))
+
+
+@pytest.fixture
+def wave_env(loaded_store: str, monkeypatch) -> Iterator[WaveEnv]:
+    monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    settings = load_settings(database_url=loaded_store, batch_size=50)
+    target = SandboxTarget(loaded_store)
+    seed_target(target)
+    metrics = ScriptedMetrics()
+    env = WaveEnv(loaded_store, target, metrics, frozenset())
+    env.seeded = env.grants()
+    with runtime_override(lambda: build_runtime(settings, target=target, metrics=metrics)):
+        yield env
+
+
+def test_full_wave_deploys_watches_retires_and_ends_stable(wave_env: WaveEnv) -> None:
+    with approver(wave_env.url):
+        result = release_wave(wave=1, triggered_by="rm-alex")
+    assert result == {FIN: "watching", HR: "watching"}
+    fin, hr = wave_env.view(FIN), wave_env.view(HR)
+    live = wave_env.grants()
+    # Every member holds every granted entitlement; the two legacy reports are gone.
+    assert {Grant(m, e) for m in fin.members for e in fin.entitlements} <= live
+    assert not {g for g in live if g.identity in fin.members and g.entitlement in fin.removes}
+    # HR retires its legacy archive grants in the launch window (the seed portal's case).
+    assert not {g for g in live if g.identity in hr.members and g.entitlement in hr.retires}
+    assert wave_env.release(HR).legacy_retired_at is not None
+    # Grants outside both packages are untouched.
+    scope = fin.scope | hr.scope
+    assert {g for g in live if g.entitlement not in scope} == \
+        {g for g in wave_env.seeded if g.entitlement not in scope}
+
+    wave_env.watch_days(FIN, 15)
+    assert wave_env.state(FIN) == "stable" and wave_env.state(HR) == "stable"
+    with session_scope(wave_env.url) as s:
+        drift_checks = s.exec(select(HealthCheckResult).where(
+            HealthCheckResult.package_key == FIN,
+            HealthCheckResult.check_name == "access_drift")).all()
+        # A 14-day watch with a daily drift check: day 0 (at deploy) through day 14.
+        assert len(drift_checks) == 15
+        assert all(r.verdict == "passed" for r in drift_checks)
+        stable = audit.events(s, package_key=FIN, action="state_changed")[-1]
+        assert stable.detail["to_state"] == "stable"
+
+
+def test_failed_health_check_rolls_back_to_the_prior_bundle_exactly(wave_env: WaveEnv) -> None:
+    before = wave_env.grants()
+    wave_env.metrics.script[HR] = lambda day: {"ticket_noise": 4.5 if day >= 2 else 1.0}
+    with approver(wave_env.url):
+        release_wave(wave=1)
+    wave_env.watch_days(HR, 3)
+    assert wave_env.state(HR) == "rolled_back"
+    assert wave_env.state(FIN) == "watching"  # the other package is unaffected
+    hr, fin = wave_env.view(HR), wave_env.view(FIN)
+    live = wave_env.grants()
+    # HR's scope reads back exactly as before the wave, including the retired archive grants
+    # and grants that predate the wave.
+    assert {g for g in live if g.entitlement in hr.scope} == \
+        {g for g in before if g.entitlement in hr.scope}
+    assert {g for g in before if g.entitlement in hr.retires}  # there was something to restore
+    with session_scope(wave_env.url) as s:
+        [proof] = audit.events(s, package_key=HR, action="rollback_verified")
+        release = s.exec(select(Release).where(Release.package_key == HR)).one()
+    assert proof.detail["equal"] is True
+    assert proof.detail["prior_count"] == proof.detail["readback_count"] == \
+        len({g for g in before if g.entitlement in hr.scope})
+    assert "ticket_noise" in release.rollback_reason
+    assert {Grant(m, e) for m in fin.members for e in fin.entitlements} <= live
+
+    # Rolling back again (a re-run after a crash) changes nothing and proves the same.
+    rollback_package(HR, "re-run", release_id=release.id)
+    assert wave_env.grants() == live
+
+
+def test_rejection_holds_the_package_and_writes_nothing(wave_env: WaveEnv) -> None:
+    def decide(a):  # type: ignore[no-untyped-def]
+        if a.package_key == FIN:
+            return ("reject", "Finance Shared Services", "close calendar conflict")
+        return ("approve", "HR Operations", "")
+
+    with approver(wave_env.url, decide):
+        result = release_wave(wave=1)
+    assert result[FIN] == "held" and result[HR] == "watching"
+    with session_scope(wave_env.url) as s:
+        pkg = s.get(RolePackage, FIN)
+    assert pkg.state == "held" and "close calendar conflict" in pkg.state_reason
+    fin = wave_env.view(FIN)
+    assert {g for g in wave_env.grants() if g.entitlement in fin.scope} == \
+        {g for g in wave_env.seeded if g.entitlement in fin.scope}
+
+
+def test_approval_timeout_holds_the_package(wave_env: WaveEnv, monkeypatch) -> None:
+    monkeypatch.setenv("WAVEKIT_APPROVAL_DEADLINE_HOURS", str(3 / 3600))  # three seconds
+    settings = load_settings(database_url=wave_env.url)
+    with runtime_override(lambda: build_runtime(settings, target=wave_env.target,
+                                                metrics=wave_env.metrics)):
+        result = release_wave(wave=1, packages=[FIN])
+    assert result == {FIN: "held"}
+    with session_scope(wave_env.url) as s:
+        assert "deadline passed" in s.get(RolePackage, FIN).state_reason
+    assert wave_env.grants() == wave_env.seeded
+
+
+def test_failed_gate_blocks_only_its_package(wave_env: WaveEnv) -> None:
+    # A Finance member already releases payments: granting journal posting violates SoD.
+    member = sorted(wave_env.view(FIN).members)[0]
+    wave_env.target.apply([Grant(member, "fin-payment-release")], [])
+    with approver(wave_env.url):
+        result = release_wave(wave=1)
+    assert result == {FIN: "held", HR: "watching"}
+    with session_scope(wave_env.url) as s:
+        reason = s.get(RolePackage, FIN).state_reason
+    assert "separation_of_duties" in reason and member in reason
+
+
+def test_dry_run_writes_nothing(wave_env: WaveEnv) -> None:
+    result = release_wave(wave=1, dry_run=True)
+    assert result == {FIN: "dry-run", HR: "dry-run"}
+    assert wave_env.grants() == wave_env.seeded
+    assert wave_env.state(FIN) == "release_ready"
+
+
+def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
+    with approver(wave_env.url):
+        release_wave(wave=1, packages=[FIN])
+    start = as_utc(wave_env.release(FIN).deployed_at)
+    watch_packages(as_of=start + timedelta(days=2, minutes=1))
+    # Everything is down from day 2 to day 9; the first tick after restart owes days 3-9.
+    watch_packages(as_of=start + timedelta(days=9, minutes=1))
+    with session_scope(wave_env.url) as s:
+        dues = sorted(as_utc(r.due_at) for r in s.exec(select(HealthCheckResult).where(
+            HealthCheckResult.package_key == FIN,
+            HealthCheckResult.check_name == "access_drift")))
+    assert dues == [start + timedelta(days=d) for d in range(10)]
+    assert wave_env.state(FIN) == "watching"
+    assert as_utc(wave_env.release(FIN).next_check_at) > start + timedelta(days=9)
+
+
+def _now() -> datetime:
+    from wavekit.clock import utcnow
+    return utcnow()
