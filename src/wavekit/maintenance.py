@@ -24,10 +24,12 @@ nightly run never judges a package by other numbers than its watch did.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 from sqlmodel import Session, select
@@ -43,6 +45,11 @@ from wavekit.models import (
     RolePackage,
 )
 from wavekit.states import DEPLOYED, PackageState
+from wavekit.store import session_scope
+from wavekit.telemetry import ingest_telemetry
+
+if TYPE_CHECKING:
+    from wavekit.runtime import Runtime
 
 Metrics = Mapping[str, float | None]
 MANAGED_KINDS = ("tuning", "exception_review", "ownership_renewal", "legacy_retirement",
@@ -375,3 +382,88 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
                          .where(MaintenanceTask.closed_at == None)).all()  # noqa: E711
     return MaintenanceInputs(packages=facts, results=results,
                              open_tasks=[TaskRef(*t) for t in tasks])
+
+
+# ------------------------------------------------------------------ the nightly run's I/O
+
+
+def refresh_telemetry(rt: Runtime, directory: str | None) -> dict[str, int]:
+    """Ingest every telemetry file in `directory` (re-ingesting a file replaces its rows)."""
+    if not directory or not Path(directory).is_dir():
+        return {}
+    files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".csv", ".json"))
+    return ingest_telemetry(rt.database_url, files) if files else {}
+
+
+def sweep_approval_deadlines(rt: Runtime, as_of: datetime) -> int:
+    """Remind, escalate and time out pending owner handoffs; resume timed-out runs."""
+    from wavekit.slack.deadlines import apply_deadlines
+    from wavekit.slack.notifier import NullNotifier
+    from wavekit.slack.receiver import prefect_resumer
+
+    timed_out = apply_deadlines(
+        rt.database_url, rt.notifier or NullNotifier(), as_of,
+        reminder_after=timedelta(hours=rt.settings.approval_reminder_hours),
+        escalate_after=timedelta(hours=rt.settings.approval_escalate_hours),
+        deadline_after=timedelta(hours=rt.settings.approval_deadline_hours),
+        resume=_quiet(prefect_resumer))
+    return len(timed_out)
+
+
+def _quiet(resume):  # type: ignore[no-untyped-def]
+    def call(flow_run_id: str, run_input: dict) -> None:
+        # A run that is gone (crashed, cancelled) cannot be resumed; the store already holds
+        # the timeout, so the re-run of its wave holds the package.
+        with contextlib.suppress(Exception):
+            resume(flow_run_id, run_input)
+    return call
+
+
+def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
+    """Measure every live package with the runtime's metrics and plan tonight's actions."""
+    from wavekit.bundles import restrict
+    from wavekit.packages import load_package_view
+
+    with session_scope(rt.database_url) as s:
+        inputs = load_maintenance_inputs(s)
+        views = {p.key: load_package_view(s, p.key) for p in inputs.packages if p.live}
+    metrics = {}
+    for p in inputs.packages:
+        if p.key in views and p.deployed_at is not None:
+            view = views[p.key]
+            grants = restrict(rt.target.read_grants(view.scope), view.scope)
+            metrics[p.key] = dict(rt.metrics.measure(view, as_utc(p.deployed_at), as_of,
+                                                     grants))
+    return plan_maintenance(inputs.packages, metrics, inputs.results, inputs.open_tasks, as_of,
+                            MaintenanceThresholds(rt.settings.review_cadence_days))
+
+
+def contain_package(rt: Runtime, package_key: str, reason: str, as_of: datetime) -> None:
+    """Hold a live package at once (the seed guide's containment), audited."""
+    from wavekit.lifecycle import transition
+
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        if PackageState(pkg.state) != PackageState.HELD:
+            transition(s, pkg, PackageState.HELD, f"contained: {reason}", at=as_of)
+        audit.record(s, "package_contained", package_key=package_key, at=as_of, reason=reason)
+
+
+def record_backlog(rt: Runtime, plan: MaintenancePlan, as_of: datetime) -> tuple[int, int]:
+    with session_scope(rt.database_url) as s:
+        opened, closed = apply_backlog(s, plan, as_of)
+        return len(opened), len(closed)
+
+
+def retirements_due(rt: Runtime, plan: MaintenancePlan) -> list[int]:
+    """Release ids whose legacy grants tonight's plan retires."""
+    keys = [d.package_key for d in plan.retire_legacy]
+    with session_scope(rt.database_url) as s:
+        out = []
+        for key in keys:
+            rid = s.exec(select(Release.id).where(Release.package_key == key,
+                                                  Release.rolled_back_at == None)  # noqa: E711
+                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+            if rid is not None:
+                out.append(rid)
+        return out

@@ -39,11 +39,29 @@ def build_runtime(
     settings = settings or load_settings()
     url = settings.resolved_database_url()
     get_engine(url)
+    if metrics is None:
+        from wavekit.metrics import TelemetryMetrics
+
+        metrics = TelemetryMetrics(url)
+    if notifier is None:
+        notifier = _slack_notifier()
     return Runtime(
         settings=settings, database_url=url,
         target=target or build_target(settings, target_kind),
         clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
     )
+
+
+def _slack_notifier() -> Any:
+    """A Slack notifier when WAVEKIT_SLACK_* or the WAVEKIT_SLACK_BLOCK block is configured."""
+    import os
+
+    from blocks.slack import SlackApp, slack_settings_from_env
+
+    app = slack_settings_from_env()
+    if app is None and (block := os.environ.get("WAVEKIT_SLACK_BLOCK")):
+        app = SlackApp.load(block)
+    return app.notifier() if app is not None else None
 
 
 _factory: Callable[[], Runtime] | None = None

@@ -22,8 +22,9 @@ class Settings(BaseSettings):
     target: str = "sandbox"
     batch_size: int = 500
     max_parallel_packages: int = 4
-    approval_deadline_hours: float = 48.0
-    approval_reminder_hours: float = 24.0
+    approval_deadline_hours: float = 24.0
+    approval_reminder_hours: float = 4.0
+    approval_escalate_hours: float = 8.0
     approval_poll_seconds: int = 5
     review_cadence_days: int = 30
     watch_interval_hours: float = 24.0

@@ -74,7 +74,8 @@ ALLOWED: dict[PackageState, frozenset[PackageState]] = {
     # deploying -> deploying is the re-run after a crash mid-deploy.
     S.DEPLOYING: frozenset({S.DEPLOYING, S.WATCHING, S.HELD, S.ROLLING_BACK}),
     S.WATCHING: frozenset({S.STABLE, S.NEEDS_TUNING, S.HELD, S.ROLLING_BACK}),
-    S.STABLE: frozenset({S.NEEDS_TUNING, S.ROLLING_BACK}),
+    # stable -> held is containment: an anomaly after launch stops the package for a human.
+    S.STABLE: frozenset({S.NEEDS_TUNING, S.HELD, S.ROLLING_BACK}),
     S.ROLLBACK_READY: frozenset({S.SCHEDULED, S.HELD, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLING_BACK, S.ROLLED_BACK}),
     S.ROLLED_BACK: frozenset({S.SCHEDULED, S.ROLLING_BACK}),

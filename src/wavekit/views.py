@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rich.console import Console
 from rich.table import Table
 from sqlmodel import func, select
 
+from wavekit.clock import utcnow
 from wavekit.models import PackageEntitlement, PackageMember, RolePackage
 from wavekit.packages import load_package_view, package_keys_in_wave
 from wavekit.planning import Plan, plan_package
@@ -54,7 +57,40 @@ def status_rows(database_url: str) -> list[dict]:
              "state": PackageState(p.state).label, "reason": p.state_reason} for p in pkgs]
 
 
-def print_status(console: Console, database_url: str) -> None:
+def _hours(value) -> str:  # type: ignore[no-untyped-def]
+    return "—" if value is None else f"{value.total_seconds() / 3600:.0f}h"
+
+
+def kpi_lines(database_url: str, as_of: datetime | None = None,
+              review_cadence_days: int = 30) -> list[tuple[str, str]]:
+    """The portal's KPIs as (label, value) pairs: what `wavekit status` and the dashboard show."""
+    from wavekit.kpis import compute_kpis
+
+    with session_scope(database_url) as s:
+        k = compute_kpis(s, as_of or utcnow(), review_cadence_days=review_cadence_days)
+    ready = (f"{k.wave_ready.count} (wave {k.wave_ready.wave})" if k.wave_ready else "0")
+    coverage = "—" if k.coverage_health is None else f"{k.coverage_health:.0%}"
+    return [
+        ("Wave ready", ready), ("Roles monitored", str(k.roles_monitored)),
+        ("Maintenance tasks", str(k.maintenance_tasks_open)), ("Coverage health", coverage),
+        *[(f"Action: {a}", str(n)) for a, n in k.action_counts.items()],
+        ("Active waves", str(len(k.active_waves))),
+        ("Median deploy time", _hours(k.median_deploy_time)),
+        ("Fallback tested", f"{k.fallback_tested[0]}/{k.fallback_tested[1]}"),
+        ("Review cadence", f"{k.review_cadence_days} days"),
+        *[(f"Deploy confidence: {key}", f"{c.score}%") for key, c in
+          k.deploy_confidence.items()],
+    ]
+
+
+def print_status(console: Console, database_url: str, as_of: datetime | None = None,
+                 review_cadence_days: int = 30) -> None:
+    kpis = Table(title="Deploy & Maintain", title_justify="left", show_header=False)
+    kpis.add_column("KPI")
+    kpis.add_column("value", justify="right")
+    for label, value in kpi_lines(database_url, as_of, review_cadence_days):
+        kpis.add_row(label, value)
+    console.print(kpis)
     table = Table(title="Role packages", title_justify="left")
     for col, just in (("wave", "right"), ("package", "left"), ("members", "right"),
                       ("entitlements", "right"), ("risk", "left"), ("state", "left"),
@@ -64,3 +100,29 @@ def print_status(console: Console, database_url: str) -> None:
         table.add_row(str(r["wave"] or "—"), r["name"], str(r["members"]),
                       str(r["entitlements"]), r["risk"], r["state"], r["reason"])
     console.print(table)
+
+
+def release_summary(database_url: str, wave: int) -> list[dict]:
+    """Per package of `wave`: state, what its latest release wrote, checks run, rollback proof."""
+    from wavekit import audit
+    from wavekit.models import HealthCheckResult, Release
+
+    out = []
+    with session_scope(database_url) as s:
+        for key in package_keys_in_wave(s, wave):
+            pkg = s.get(RolePackage, key)
+            rel = s.exec(select(Release).where(Release.package_key == key)
+                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+            checks = s.exec(select(func.count()).select_from(HealthCheckResult)
+                            .where(HealthCheckResult.package_key == key)).one()
+            proofs = audit.events(s, package_key=key, action="rollback_verified")
+            proof = "—"
+            if proofs:
+                d = proofs[-1].detail
+                proof = (f"prior {d['prior_count']} = read back {d['readback_count']}"
+                         if d["equal"] else f"MISMATCH {d['prior_count']}≠{d['readback_count']}")
+            out.append({"package": pkg.name, "state": PackageState(pkg.state).label,
+                        "adds": rel.adds if rel else 0, "removes": rel.removes if rel else 0,
+                        "retired": (rel.retirements if rel and rel.legacy_retired_at else 0),
+                        "checks": checks, "proof": proof})
+    return out

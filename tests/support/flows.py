@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from sqlmodel import select
 
+from wavekit.approvals import auto_approver
 from wavekit.clock import as_utc
 from wavekit.grants import GrantSet
 from wavekit.models import Approval
 from wavekit.packages import PackageView
-from wavekit.store import session_scope
 
 HEALTHY = {"adoption": 0.9, "access_drift": 0.0, "ticket_noise": 1.0, "exception_growth": 0.0,
            "export_anomaly": 0.5, "escalation_anomaly": 0.0}
@@ -48,43 +44,10 @@ class ScriptedMetrics:
         return values
 
 
-Decider = Callable[[Approval], tuple[str, str, str] | None]
-
-
 def approve_all(_: Approval) -> tuple[str, str, str]:
     return ("approve", "owner (test)", "looks good")
 
 
-@contextmanager
-def approver(database_url: str, decide: Decider = approve_all) -> Iterator[list[str]]:
-    """Resume every paused owner handoff with the decision `decide` returns (None: leave it)."""
-    from prefect.flow_runs import resume_flow_run
-
-    handled: list[str] = []
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            with session_scope(database_url) as s:
-                pending = list(s.exec(select(Approval).where(Approval.decided_at.is_(None),  # type: ignore[union-attr]
-                                                             Approval.flow_run_id.is_not(None))))  # type: ignore[union-attr]
-            for a in pending:
-                key = f"{a.id}:{a.flow_run_id}"
-                if key in handled or (choice := decide(a)) is None:
-                    continue
-                decision, who, comment = choice
-                try:
-                    resume_flow_run(a.flow_run_id, run_input={
-                        "decision": decision, "approver": who, "comment": comment})
-                    handled.append(key)
-                except Exception:
-                    pass
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield handled
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+def approver(database_url: str, decide=approve_all):  # type: ignore[no-untyped-def]
+    """The library's auto-approver with a test decision."""
+    return auto_approver(database_url, decide)

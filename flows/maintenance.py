@@ -1,0 +1,89 @@
+"""The nightly maintenance run (cron 02:00 in prefect.yaml): keep deployed roles healthy.
+
+telemetry refresh → approval deadlines → due watch checks → measure every live package →
+rollbacks / containment / tuning / ownership renewal / legacy retirement → backlog → reports
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.watch import watch_packages
+from flows.wave import retire_legacy, rollback_package
+from wavekit import maintenance as domain
+from wavekit import notices
+from wavekit.clock import as_utc
+from wavekit.runtime import Runtime, current_runtime
+
+
+@task(name="refresh_telemetry", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def refresh_telemetry(rt: Runtime, directory: str | None) -> dict[str, int]:
+    """Load the telemetry drop directory (WAVEKIT_TELEMETRY_DIR), if there is one."""
+    return domain.refresh_telemetry(rt, directory)
+
+
+@task(name="approval_deadlines", cache_policy=NO_CACHE)
+def approval_deadlines(rt: Runtime, as_of: datetime) -> int:
+    """Remind, escalate, and time out owner handoffs past their deadline."""
+    return domain.sweep_approval_deadlines(rt, as_of)
+
+
+@task(name="plan_maintenance", cache_policy=NO_CACHE)
+def plan(rt: Runtime, as_of: datetime) -> domain.MaintenancePlan:
+    """Measure every live package and decide tonight's actions (pure planning inside)."""
+    return domain.plan_from_store(rt, as_of)
+
+
+@task(name="contain_package", cache_policy=NO_CACHE)
+def contain(rt: Runtime, decision: domain.Decision, as_of: datetime) -> None:
+    """Hold a package showing an anomaly and tell its owner."""
+    domain.contain_package(rt, decision.package_key, decision.reason, as_of)
+    notices.notify_held(rt, decision.package_key, f"contained: {decision.reason}")
+
+
+@task(name="update_backlog", cache_policy=NO_CACHE)
+def update_backlog(rt: Runtime, plan: domain.MaintenancePlan, as_of: datetime
+                   ) -> tuple[int, int]:
+    """Open and close maintenance items, each with its reason."""
+    return domain.record_backlog(rt, plan, as_of)
+
+
+@flow(name="nightly-maintenance", log_prints=True)
+def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = None) -> dict:
+    """Refresh telemetry, judge every watched and deployed package, and maintain the backlog."""
+    rt = current_runtime()
+    now = as_utc(as_of) if as_of else rt.clock.now()
+    log = get_run_logger()
+    loaded = refresh_telemetry(rt, os.environ.get("WAVEKIT_TELEMETRY_DIR"))
+    timed_out = approval_deadlines(rt, now)
+    ticks = watch_packages(as_of=now)
+    tonight = plan(rt, now)
+    for d in tonight.rollback:
+        rollback_package(d.package_key, f"nightly maintenance: {d.reason}")
+    for d in tonight.contain:
+        contain(rt, d, now)
+    for d in tonight.renew_ownership:
+        notices.notify_held(rt, d.package_key, f"ownership review due: {d.reason}")
+    for release_id in domain.retirements_due(rt, tonight):
+        retire_legacy(rt, release_id)
+    opened, closed = update_backlog(rt, tonight, now)
+    summary = {"telemetry_rows": sum(loaded.values()), "approvals_timed_out": timed_out,
+               "watch_ticks": len(ticks), **tonight.summary(), "opened": opened,
+               "closed": closed}
+    log.info("nightly maintenance: %s", summary)
+    create_table_artifact(key="nightly-maintenance", table=[summary],
+                          description=f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC")
+    from wavekit.reports import write_reports
+
+    out = Path(report_dir or rt.settings.data_dir / "reports")
+    write_reports(rt.database_url, out, as_of=now,
+                  review_cadence_days=rt.settings.review_cadence_days)
+    create_markdown_artifact(key="readiness-dashboard-location",
+                             markdown=f"Dashboard written to `{out / 'dashboard.html'}`")
+    return summary
