@@ -93,7 +93,159 @@ def status(database_url: str | None = DbOption) -> None:
     """
     from wavekit.views import print_status
 
-    print_status(console, _runtime(database_url).database_url)
+    rt = _runtime(database_url)
+    print_status(console, rt.database_url, review_cadence_days=rt.settings.review_cadence_days)
+
+
+@app.command("release")
+def release(wave: int = typer.Option(..., "--wave", help="Wave number."),
+            package: list[str] = typer.Option(None, "--package", help="Only these packages."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Plan and gate only."),
+            triggered_by: str | None = typer.Option(None, "--as",
+                                                    help="Who triggers (Slack id or name).")
+            ) -> None:
+    """Run the release-wave flow in this process; owners approve in Slack or the Prefect UI.
+
+    Example: wavekit release --wave 1 --as U0RELMGR1
+    """
+    from wavekit.demo import quiet_prefect
+
+    quiet_prefect()
+    from flows.wave import release_wave
+
+    result = release_wave(wave=wave, dry_run=dry_run, packages=package or None,
+                          triggered_by=triggered_by)
+    for key, state in result.items():
+        console.print(f"{key}: {state}")
+
+
+@app.command("rollback")
+def rollback(package_key: str = typer.Argument(..., help="Package key."),
+             reason: str = typer.Option("manual rollback by a release manager", "--reason"),
+             actor: str = typer.Option("release manager", "--as")) -> None:
+    """Roll a package back to its prior bundle and print the read-back proof.
+
+    Example: wavekit rollback hr-case-intake-specialist --reason "ticket spike"
+    """
+    from wavekit.demo import quiet_prefect
+
+    quiet_prefect()
+    from flows.wave import rollback_package
+
+    console.print(rollback_package(package_key, reason, actor=actor))
+
+
+@app.command("watch")
+def watch() -> None:
+    """Take the health measurements that are due now (what the watch-packages schedule runs).
+
+    Example: wavekit watch
+    """
+    from wavekit.demo import quiet_prefect
+
+    quiet_prefect()
+    from flows.watch import watch_packages
+
+    for row in watch_packages():
+        console.print(row)
+
+
+@app.command("maintenance")
+def maintenance(report_dir: Path | None = typer.Option(None, "--reports",
+                                                       help="Where reports go.")) -> None:
+    """Run the nightly maintenance flow now.
+
+    Example: wavekit maintenance --reports ./out
+    """
+    from wavekit.demo import quiet_prefect
+
+    quiet_prefect()
+    from flows.maintenance import nightly_maintenance
+
+    console.print(nightly_maintenance(report_dir=str(report_dir) if report_dir else None))
+
+
+@app.command("telemetry")
+def telemetry(paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetry files."),
+              database_url: str | None = DbOption) -> None:
+    """Validate and load telemetry files (all or nothing); see docs/telemetry.md.
+
+    Example: wavekit telemetry usage.csv tickets.csv
+    """
+    from wavekit.telemetry import TelemetryInvalid, ingest_telemetry
+
+    rt = _runtime(database_url)
+    try:
+        counts = ingest_telemetry(rt.database_url, paths)
+    except TelemetryInvalid as exc:
+        _fail_invalid(exc)  # type: ignore[arg-type]
+        return
+    console.print("[green]✓ loaded[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@app.command("report")
+def report(out: Path = typer.Option(Path("out"), "--out", help="Directory to write into."),
+           database_url: str | None = DbOption) -> None:
+    """Write the readiness dashboard, wave reports and rollback reports.
+
+    Example: wavekit report --out ./out
+    """
+    from wavekit.reports import write_reports
+
+    rt = _runtime(database_url)
+    for path in write_reports(rt.database_url, out,
+                              review_cadence_days=rt.settings.review_cadence_days):
+        console.print(f"wrote {path}")
+
+
+@app.command("serve")
+def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
+                                            help="Serve without the cron/interval schedules.")
+          ) -> None:
+    """Serve prefect.yaml's deployments to a Prefect server (PREFECT_API_URL).
+
+    Example: PREFECT_API_URL=http://127.0.0.1:4200/api wavekit serve
+    """
+    from wavekit.demo import quiet_prefect
+
+    quiet_prefect()
+    from wavekit.serving import serve_all
+
+    serve_all(schedules=not no_schedules)
+
+
+@app.command("slack-receiver")
+def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000),
+                   socket: bool = typer.Option(False, "--socket",
+                                               help="Use Socket Mode (no public URL)."),
+                   database_url: str | None = DbOption) -> None:
+    """Receive Slack button clicks and resume the paused wave (HTTP or Socket Mode).
+
+    Example: WAVEKIT_SLACK_SIGNING_SECRET=... wavekit slack-receiver --port 3000
+    """
+    import os
+
+    from blocks.slack import SlackApp, slack_settings_from_env
+    from wavekit.slack import run_receiver, run_socket_mode
+
+    rt = _runtime(database_url)
+    app_ = slack_settings_from_env()
+    if app_ is None and (name := os.environ.get("WAVEKIT_SLACK_BLOCK")):
+        app_ = SlackApp.load(name)
+    if app_ is None:
+        console.print("[red]Slack is not configured: set WAVEKIT_SLACK_BOT_TOKEN and "
+                      "WAVEKIT_SLACK_SIGNING_SECRET, or WAVEKIT_SLACK_BLOCK[/red]")
+        raise typer.Exit(1)
+    if socket:
+        if app_.app_token is None:
+            console.print("[red]Socket Mode needs WAVEKIT_SLACK_APP_TOKEN[/red]")
+            raise typer.Exit(1)
+        run_socket_mode(app_.app_token.get_secret_value(), database_url=rt.database_url,
+                        web_client=app_.web_client(), ui_url=rt.settings.prefect_ui_url)
+        return
+    run_receiver(host, port, database_url=rt.database_url,
+                 signing_secret=app_.signing_secret.get_secret_value(),
+                 web_client=app_.web_client(), ui_url=rt.settings.prefect_ui_url)
 
 
 @app.command("demo")

@@ -1,0 +1,18 @@
+"""Approval deadlines (every 15 minutes): remind owners, escalate to delegates, time out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow
+
+from wavekit import maintenance
+from wavekit.clock import as_utc
+from wavekit.runtime import current_runtime
+
+
+@flow(name="approval-deadlines", log_prints=True)
+def approval_deadlines(as_of: datetime | None = None) -> int:
+    """Send reminders and escalations; hold handoffs past their deadline. Returns timeouts."""
+    rt = current_runtime()
+    return maintenance.sweep_approval_deadlines(rt, as_utc(as_of) if as_of else rt.clock.now())
