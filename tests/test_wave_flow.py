@@ -199,3 +199,48 @@ def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
 def _now() -> datetime:
     from wavekit.clock import utcnow
     return utcnow()
+
+
+def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.servers import wait_until
+
+    before = wave_env.grants()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.crash_run", wave_env.url],
+                            env={**os.environ}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def some_batches_landed() -> bool:
+            r = wave_env.release(FIN)
+            return r is not None and r.applied_batches >= 3
+
+        wait_until(some_batches_landed, timeout=180, what="deploy batches")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    fin = wave_env.view(FIN)
+    assert wave_env.state(FIN) == "deploying"
+    partial = wave_env.grants()
+    intended = {Grant(m, e) for m in fin.members for e in fin.entitlements}
+    assert 0 < len(intended & partial - before) < len(intended - before)
+
+    with approver(wave_env.url):
+        assert release_wave(wave=1, packages=[FIN]) == {FIN: "watching"}
+    live = wave_env.grants()
+    assert intended <= live
+    assert not {g for g in live if g.identity in fin.members and g.entitlement in fin.removes}
+    with session_scope(wave_env.url) as s:
+        [release] = s.exec(select(Release).where(Release.package_key == FIN)).all()
+        batches = audit.events(s, package_key=FIN, action="deploy_batch")
+        from wavekit.bundles import load_bundle
+        bundle = load_bundle(s, release.id, FIN)
+    # One release, its prior bundle the state before the crash (not the half-written one),
+    # and every planned add written exactly once across both runs.
+    assert bundle.prior == {g for g in before if g.entitlement in fin.scope}
+    assert sum(b.detail["added"] for b in batches) == len(intended - before)

@@ -1,0 +1,1 @@
+"""wavekit's benchmarks: `python -m benchmarks.run [--quick]` from the repo root."""

@@ -1,0 +1,199 @@
+"""Wave 1 released from the Prefect UI in a real browser, against `prefect server start`.
+
+A release manager opens the release-wave deployment, clicks Run → Custom run, types wave 1
+and submits; `wavekit serve` runs the flow, the owner handoffs are resumed by the library's
+auto-approver (in its own process, as an operator would run it), and the finished run, its
+artifacts and the store are checked, then the run's page is read back in the browser.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.prefect_server import ROOT, PrefectServer, stop
+from tests.support.servers import missing_server, wait_until
+from wavekit.catalog import load_catalog, write_catalog
+from wavekit.examples import EXAMPLE_CATALOG, seed_target
+from wavekit.models import RolePackage
+from wavekit.store import reset_store, session_scope
+from wavekit.targets.sandbox import SandboxTarget
+
+pytest_plugins = ["tests.support.prefect_server"]
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+SHOT_COPY = ROOT / "out" / "prefect-ui-run.png"
+WAVE_1 = ("finance-month-end-operator", "hr-case-intake-specialist")
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+# The library's auto-approver, run as its own process: in the test process its thread would
+# not see a PREFECT_API_URL given by temporary_settings (threads start without the context).
+APPROVER = """
+import sys, time
+from wavekit.approvals import auto_approver
+with auto_approver(sys.argv[1], poll_seconds=0.5):
+    while True:
+        time.sleep(1)
+"""
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        missing_server(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def approver(prefect_server: PrefectServer):  # type: ignore[no-untyped-def]
+    procs: list[subprocess.Popen] = []
+
+    def start(database_url: str) -> subprocess.Popen:
+        with open(prefect_server.logs / "approver.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-c", APPROVER, database_url],
+                                    env=prefect_server.env(), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=ROOT)
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def _store(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'wavekit.db'}"
+    reset_store(url)
+    with session_scope(url) as s:
+        write_catalog(s, load_catalog(EXAMPLE_CATALOG), source=str(EXAMPLE_CATALOG))
+    seed_target(SandboxTarget(url))
+    return url
+
+
+def _post(api: str, path: str, body: dict) -> list[dict]:
+    r = httpx.post(f"{api}{path}", json=body, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_wave_1_released_from_the_prefect_ui(prefect_server: PrefectServer, wavekit_serve,
+                                             approver, browser, tmp_path: Path):
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    api = prefect_server.api
+    url = _store(tmp_path)
+    served = wavekit_serve(url)
+    approver(url)
+
+    deployment: dict = {}
+
+    def registered() -> bool:
+        if served.poll() is not None:
+            raise RuntimeError(f"wavekit serve exited with {served.returncode}")
+        r = httpx.get(f"{api}/deployments/name/release-wave/release-wave", timeout=5)
+        if r.status_code == 200:
+            deployment.update(r.json())
+        return r.status_code == 200
+    wait_until(registered, timeout=90, what="release-wave deployment")
+    timings["served"] = time.monotonic() - t0
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.set_default_timeout(30_000)
+    n = 0
+
+    def shot(name: str) -> Path:
+        nonlocal n
+        n += 1
+        path = shots / f"{n:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    page.goto(f"{prefect_server.url}/deployments/deployment/{deployment['id']}")
+    run_button = page.get_by_role("button", name="Run", exact=True)
+    run_button.wait_for()
+    shot("deployment")
+    run_button.click()
+    page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_url("**/run**")
+    page.get_by_text("wave", exact=True).first.wait_for()
+    shot("custom-run-form")
+    wave_input = _parameter_input(page, "wave")
+    wave_input.fill("")
+    wave_input.fill("1")
+    assert wave_input.input_value() == "1"
+    print("wave input:", wave_input.evaluate("e => e.outerHTML")[:300])
+    shot("wave-filled")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.wait_for_url("**/flow-runs/flow-run/**")
+    last = shot("submitted")
+    run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+    timings["submitted"] = time.monotonic() - t0
+
+    run: dict = {}
+
+    def finished() -> bool:
+        run.update(httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json())
+        return (run.get("state") or {}).get("type") in TERMINAL
+    wait_until(finished, timeout=240, what="flow run started from the UI")
+    timings["finished"] = time.monotonic() - t0
+
+    assert run["deployment_id"] == deployment["id"]
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["parameters"]["wave"] == 1
+
+    with session_scope(url) as s:
+        states = {k: s.get(RolePackage, k).state for k in WAVE_1}
+    assert states == {k: "watching" for k in WAVE_1}
+
+    artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": [
+        "plan-finance-month-end-operator", "plan-hr-case-intake-specialist", "wave-1-report"]}}})
+    by_key = {a["key"]: a for a in artifacts}
+    assert set(by_key) == {"plan-finance-month-end-operator", "plan-hr-case-intake-specialist",
+                           "wave-1-report"}
+    assert by_key["wave-1-report"]["flow_run_id"] == run_id
+    # The plans are published by the roll-out subflows of this very run.
+    children = _post(api, "/flow_runs/filter", {"flow_runs": {
+        "parent_flow_run_id": {"any_": [run_id]}}})
+    child_ids = {c["id"] for c in children}
+    assert by_key["plan-finance-month-end-operator"]["flow_run_id"] in child_ids
+    assert by_key["plan-hr-case-intake-specialist"]["flow_run_id"] in child_ids
+
+    page.goto(f"{prefect_server.url}/flow-runs/flow-run/{run_id}")
+    page.get_by_text("Completed", exact=True).first.wait_for()
+    last = shot("run-completed")
+    SHOT_COPY.parent.mkdir(exist_ok=True)
+    shutil.copyfile(last, SHOT_COPY)
+    timings["total"] = time.monotonic() - t0
+    print("timings (s from store ready):", {k: round(v, 1) for k, v in timings.items()})
+
+
+def _parameter_input(page, name: str):  # type: ignore[no-untyped-def]
+    """The typed input of one parameter in Prefect's run form: the first input after its label
+    (the form labels a parameter with its bare name, or "name (Optional)")."""
+    label = (f"//*[normalize-space(text())='{name}' or "
+             f"normalize-space(text())='{name} (Optional)']")
+    locator = page.locator(f"xpath=({label})[1]/following::input[1]")
+    if locator.count() != 1:
+        raise AssertionError(f"no input for parameter {name!r} on {page.url}")
+    return locator
