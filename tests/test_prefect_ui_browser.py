@@ -9,19 +9,17 @@ artifacts and the store are checked, then the run's page is read back in the bro
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 
-from tests.support.prefect_server import ROOT, PrefectServer, stop
 from tests.support.servers import missing_server, wait_until
 from wavekit.catalog import load_catalog, write_catalog
 from wavekit.examples import EXAMPLE_CATALOG, seed_target
-from wavekit.models import RolePackage
+from wavekit.models import Approval, RolePackage
 from wavekit.store import reset_store, session_scope
 from wavekit.targets.sandbox import SandboxTarget
 
@@ -32,19 +30,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
+ROOT = Path(__file__).resolve().parents[1]
 SHOT_COPY = ROOT / "out" / "prefect-ui-run.png"
 WAVE_1 = ("finance-month-end-operator", "hr-case-intake-specialist")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-# The library's auto-approver, run as its own process: in the test process its thread would
-# not see a PREFECT_API_URL given by temporary_settings (threads start without the context).
-APPROVER = """
-import sys, time
-from wavekit.approvals import auto_approver
-with auto_approver(sys.argv[1], poll_seconds=0.5):
-    while True:
-        time.sleep(1)
-"""
 
 
 @pytest.fixture
@@ -58,26 +47,6 @@ def browser():  # type: ignore[no-untyped-def]
             yield b
         finally:
             b.close()
-
-
-@pytest.fixture
-def approver(prefect_server: PrefectServer):  # type: ignore[no-untyped-def]
-    procs: list[subprocess.Popen] = []
-
-    def start(database_url: str) -> subprocess.Popen:
-        with open(prefect_server.logs / "approver.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-c", APPROVER, database_url],
-                                    env=prefect_server.env(), stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=ROOT)
-        procs.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            stop(proc)
 
 
 def _store(tmp_path: Path) -> str:
@@ -95,7 +64,7 @@ def _post(api: str, path: str, body: dict) -> list[dict]:
     return r.json()
 
 
-def test_wave_1_released_from_the_prefect_ui(prefect_server: PrefectServer, wavekit_serve,
+def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
                                              approver, browser, tmp_path: Path):
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -142,13 +111,24 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server: PrefectServer, wave
     wave_input.fill("")
     wave_input.fill("1")
     assert wave_input.input_value() == "1"
-    print("wave input:", wave_input.evaluate("e => e.outerHTML")[:300])
+    assert wave_input.get_attribute("type") == "number"
     shot("wave-filled")
     page.get_by_role("button", name="Submit", exact=True).click()
-    page.wait_for_url("**/flow-runs/flow-run/**")
-    last = shot("submitted")
-    run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+    # The UI goes back to the deployment and toasts the new run.
+    page.wait_for_url(f"**/deployments/deployment/{deployment['id']}**")
+    page.wait_for_timeout(500)
+    shot("submitted")
     timings["submitted"] = time.monotonic() - t0
+
+    created: list[dict] = []
+
+    def started() -> bool:
+        created[:] = _post(api, "/flow_runs/filter", {"flow_runs": {
+            "deployment_id": {"any_": [deployment["id"]]}}})
+        return bool(created)
+    wait_until(started, timeout=30, what="flow run created from the form")
+    assert len(created) == 1, "only the form creates runs (no schedules are served)"
+    run_id = created[0]["id"]
 
     run: dict = {}
 
@@ -164,7 +144,13 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server: PrefectServer, wave
 
     with session_scope(url) as s:
         states = {k: s.get(RolePackage, k).state for k in WAVE_1}
+        approvals = {a.package_key: a for a in s.exec(select(Approval))}
     assert states == {k: "watching" for k in WAVE_1}
+    # Each handoff paused its roll-out subflow (a child of this run) and was resumed.
+    assert set(approvals) == set(WAVE_1)
+    # The store keeps the decision as approved | rejected | timeout, whatever the channel.
+    assert {(a.decision, a.approver) for a in approvals.values()} == {
+        ("approved", "demo auto-approval (not a real owner)")}
 
     artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": [
         "plan-finance-month-end-operator", "plan-hr-case-intake-specialist", "wave-1-report"]}}})
@@ -178,6 +164,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server: PrefectServer, wave
     child_ids = {c["id"] for c in children}
     assert by_key["plan-finance-month-end-operator"]["flow_run_id"] in child_ids
     assert by_key["plan-hr-case-intake-specialist"]["flow_run_id"] in child_ids
+    assert {a.flow_run_id for a in approvals.values()} <= child_ids
 
     page.goto(f"{prefect_server.url}/flow-runs/flow-run/{run_id}")
     page.get_by_text("Completed", exact=True).first.wait_for()

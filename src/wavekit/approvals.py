@@ -17,6 +17,9 @@ from sqlmodel import select
 from wavekit.models import Approval
 from wavekit.store import session_scope
 
+# How a decision is stored on Approval.decision, whichever channel it came from.
+STORED_DECISION: dict[str, str] = {"approve": "approved", "reject": "rejected"}
+
 
 class ApprovalInput(RunInput):
     """Owner handoff decision. In the Prefect UI this renders as the approval form."""

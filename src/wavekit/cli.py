@@ -208,7 +208,7 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
     """
     from wavekit.demo import quiet_prefect
 
-    quiet_prefect()
+    quiet_prefect(terminal=False)
     from wavekit.serving import serve_all
 
     serve_all(schedules=not no_schedules)

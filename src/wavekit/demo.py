@@ -26,12 +26,16 @@ from wavekit.targets.base import Target
 DEGRADING = "hr-case-intake-specialist"
 
 
-def quiet_prefect() -> None:
-    """Keep the embedded Prefect server's noise (telemetry, shutdown) away from the user."""
-    for key, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_LEVEL": "WARNING",
-                       "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
-                       "PREFECT_LOGGING_LOG_PRINTS": "false"}.items():
+def quiet_prefect(*, terminal: bool = True) -> None:
+    """Keep Prefect's noise (telemetry errors offline, server chatter) away from the user.
+
+    terminal=False (serving to a real server) keeps run logs so the UI's Logs tab has them.
+    """
+    settings = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if terminal:
+        settings |= {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+                     "PREFECT_LOGGING_LOG_PRINTS": "false"}
+    for key, value in settings.items():
         os.environ.setdefault(key, value)
 
 

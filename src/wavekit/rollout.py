@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, select
 
 from wavekit import audit
+from wavekit.approvals import STORED_DECISION
 from wavekit.bundles import load_bundle, record_bundle
 from wavekit.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.grants import GrantSet
@@ -170,9 +171,7 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
         if S(pkg.state) != S.AWAITING_HANDOFF:
             transition(s, pkg, S.AWAITING_HANDOFF, f"waiting for {pkg.owner_name} to approve",
                        release_id=release_id, at=now)
-        decided = {"approve": "approved", "reject": "rejected"}.get(
-            approval.decision or "", approval.decision)
-        return HandoffRequest(approval.id, decided, approval.deadline)
+        return HandoffRequest(approval.id, approval.decision, approval.deadline)
 
 
 def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
@@ -188,14 +187,13 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
         release = s.get(Release, approval.release_id)
         pkg = s.get(RolePackage, approval.package_key)
         if approval.decision is None:
-            approval.decision = decision
+            approval.decision = STORED_DECISION.get(decision, decision)
             approval.approver, approval.comment, approval.decided_at = approver, comment, now
             approval.channel = channel
             audit.record(s, "approval_decided", actor=approver or "unknown",
                          package_key=pkg.key, wave=pkg.wave, release_id=release.id, at=now,
                          decision=decision, approver=approver, comment=comment, channel=channel)
-        final = {"approve": "approved", "reject": "rejected"}.get(approval.decision,
-                                                                  approval.decision)
+        final = approval.decision
         if final == "approved":
             release.approved_at = release.approved_at or approval.decided_at or now
             release.approved_by = approval.approver

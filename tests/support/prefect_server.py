@@ -40,6 +40,17 @@ def prefect_env(api: str, home: Path) -> dict[str, str]:
     return env
 
 
+# The library's auto-approver, run as its own process: in the test process its thread would
+# not see a PREFECT_API_URL given by temporary_settings (threads start without the context).
+APPROVER = """
+import sys, time
+from wavekit.approvals import auto_approver
+with auto_approver(sys.argv[1], poll_seconds=0.5):
+    while True:
+        time.sleep(1)
+"""
+
+
 @dataclass
 class PrefectServer:
     url: str  # the UI, e.g. http://127.0.0.1:P
@@ -104,4 +115,25 @@ def wavekit_serve(prefect_server: PrefectServer, tmp_path: Path):  # type: ignor
         yield start
     finally:
         for proc in reversed(procs):
+            stop(proc)
+
+
+@pytest.fixture
+def approver(prefect_server: PrefectServer):  # type: ignore[no-untyped-def]
+    """Start the library's auto-approver for a store URL, in its own process."""
+    procs: list[subprocess.Popen] = []
+
+    def start(database_url: str) -> subprocess.Popen:
+        with open(prefect_server.logs / "approver.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-c", APPROVER, database_url],
+                                    env=prefect_server.env(), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=ROOT)
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
             stop(proc)

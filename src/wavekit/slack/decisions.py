@@ -19,7 +19,6 @@ from typing import Literal
 from wavekit.clock import as_utc
 
 Action = Literal["approve", "reject"]
-STORED_DECISION: dict[str, str] = {"approve": "approved", "reject": "rejected"}
 
 
 class Verdict(StrEnum):

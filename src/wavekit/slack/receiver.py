@@ -28,12 +28,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wavekit import audit
+from wavekit.approvals import STORED_DECISION
 from wavekit.clock import Clock, SystemClock, as_utc
 from wavekit.models import Approval, Release
 from wavekit.packages import load_package_view
 from wavekit.slack import messages
 from wavekit.slack.decisions import (
-    STORED_DECISION,
     ApprovalFacts,
     Click,
     Outcome,
