@@ -27,9 +27,8 @@ from wavekit.approvals import ApprovalInput
 from wavekit.runtime import Runtime, current_runtime
 from wavekit.slack import flow_run_url
 from wavekit.slack.notifier import announce_handoff
-from wavekit.store import session_scope
 from wavekit.targets.base import BatchResult
-from wavekit.waves import wave_schedule
+from wavekit.waves import plan_wave_order
 
 MAX_PARALLEL_PACKAGES = 4
 
@@ -134,7 +133,7 @@ def roll_out_package(package_key: str, wave: int | None = None,
     staged = stage(rt, package_key, wave, triggered_by)
     if staged.skipped:
         log.info("%s skipped: %s", package_key, staged.skipped)
-        return _state_of(rt, package_key)
+        return rollout.package_state(rt, package_key)[0]
     if staged.held:
         log.warning("%s held at staging: %s", package_key, staged.held)
         notices.notify_gates_failed(rt, package_key, staged.gates, _run_url(rt))
@@ -159,7 +158,8 @@ def roll_out_package(package_key: str, wave: int | None = None,
             notices.notify_held(rt, package_key, f"owner handoff {decision}", _run_url(rt))
             return "held"
         if not dependency_checks(rt, release_id):
-            notices.notify_held(rt, package_key, _state_reason(rt, package_key), _run_url(rt))
+            _, reason = rollout.package_state(rt, package_key)
+            notices.notify_held(rt, package_key, reason, _run_url(rt))
             return "held"
     deployed = deploy(rt, release_id, package_key,
                       sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
@@ -172,32 +172,9 @@ def _after_deploy(rt: Runtime, package_key: str, release_id: int) -> str:
     if tick.action == "rollback":
         rollback_package(package_key, tick.reason, release_id=release_id)
         return "rolled_back"
-    if _retires_in_launch_window(rt, package_key):
+    if rollout.retires_in_launch_window(rt, package_key):
         retire_legacy(rt, release_id)
-    return _state_of(rt, package_key)
-
-
-def _retires_in_launch_window(rt: Runtime, package_key: str) -> bool:
-    from wavekit.models import RolePackage
-
-    with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, package_key)
-        return bool(pkg.retire_in_launch_window) and pkg.state == "watching"
-
-
-def _state_reason(rt: Runtime, package_key: str) -> str:
-    from wavekit.models import RolePackage
-
-    with session_scope(rt.database_url) as s:
-        return s.get(RolePackage, package_key).state_reason
-
-
-def _state_of(rt: Runtime, package_key: str) -> str:
-    from wavekit.models import RolePackage
-
-    with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, package_key)
-        return pkg.state if pkg else "unknown"
+    return rollout.package_state(rt, package_key)[0]
 
 
 @task(name="run-package", cache_policy=NO_CACHE)
@@ -215,8 +192,7 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
     dry_run stages nothing and writes nothing: it publishes each package's plan and gates.
     """
     rt = current_runtime()
-    with session_scope(rt.database_url) as s:
-        schedule = wave_schedule(s, wave, packages)
+    schedule = plan_wave_order(rt.database_url, wave, packages)
     if dry_run:
         rows = []
         for key in schedule:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -194,11 +194,6 @@ def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
     assert dues == [start + timedelta(days=d) for d in range(10)]
     assert wave_env.state(FIN) == "watching"
     assert as_utc(wave_env.release(FIN).next_check_at) > start + timedelta(days=9)
-
-
-def _now() -> datetime:
-    from wavekit.clock import utcnow
-    return utcnow()
 
 
 def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> None:

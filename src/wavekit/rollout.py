@@ -299,3 +299,17 @@ def releases_awaiting_retirement(rt: Runtime) -> list[int]:
                              Release.legacy_retired_at.is_(None),  # type: ignore[union-attr]
                              Release.retirements > 0, Release.rolled_back_at.is_(None)))  # type: ignore[union-attr]
         return list(rows)
+
+
+def package_state(rt: Runtime, key: str) -> tuple[str, str]:
+    """(state, reason) of a package, as the store has it now."""
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, key)
+        return (pkg.state, pkg.state_reason) if pkg else ("unknown", "")
+
+
+def retires_in_launch_window(rt: Runtime, key: str) -> bool:
+    """True when the package retires its legacy grants at launch and is now being watched."""
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, key)
+        return bool(pkg and pkg.retire_in_launch_window and pkg.state == S.WATCHING)

@@ -31,3 +31,12 @@ def wave_schedule(session: Session, wave: int, packages: list[str] | None = None
             waits[d.package_key].append(d.depends_on)
     order = TopologicalSorter(waits).static_order()  # the catalog already refused cycles
     return {k: sorted(waits[k]) for k in order}
+
+
+def plan_wave_order(database_url: str, wave: int, packages: list[str] | None = None
+                    ) -> dict[str, list[str]]:
+    """wave_schedule, reading the store at `database_url`."""
+    from wavekit.store import session_scope
+
+    with session_scope(database_url) as s:
+        return wave_schedule(s, wave, packages)
