@@ -239,3 +239,24 @@ def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> No
     # and every planned add written exactly once across both runs.
     assert bundle.prior == {g for g in before if g.entitlement in fin.scope}
     assert sum(b.detail["added"] for b in batches) == len(intended - before)
+
+
+def test_legacy_grants_retire_after_a_clean_watch(wave_env: WaveEnv) -> None:
+    with session_scope(wave_env.url) as s:
+        pkg = s.get(RolePackage, HR)
+        pkg.retire_in_launch_window = False
+        s.add(pkg)
+    hr = wave_env.view(HR)
+    legacy_before = {g for g in wave_env.seeded if g.identity in hr.members
+                     and g.entitlement in hr.retires}
+    assert legacy_before
+    with approver(wave_env.url):
+        release_wave(wave=1, packages=[HR])
+    # Watching: the legacy archive grants are still there.
+    assert legacy_before <= wave_env.grants()
+    wave_env.watch_days(HR, 8)  # a 7-day watch
+    assert wave_env.state(HR) == "stable"
+    assert not legacy_before & wave_env.grants()
+    with session_scope(wave_env.url) as s:
+        [retired] = audit.events(s, package_key=HR, action="legacy_retired")
+    assert retired.detail["count"] == len(legacy_before)
