@@ -123,3 +123,20 @@ def test_write_keeps_package_state_on_reload(loaded_store, example_catalog) -> N
         assert s.get(RolePackage, "finance-month-end-operator").state == "stable"
         loads = s.exec(select(AuditEvent).where(AuditEvent.action == "catalog_loaded")).all()
         assert len(loads) == 2
+
+
+def test_a_bad_population_rule_is_reported_for_each_package_using_it(tmp_path) -> None:
+    root = tmp_path / "catalog"
+    shutil.copytree(EXAMPLE_CATALOG, root)
+    y = (root / "packages.yaml").read_text()
+    y = y.replace("population_rule: \"department == 'HR Ops'\"",
+                  "population_rule: \"departmnt == 'HR Ops'\"")
+    y = y.replace("population_rule: \"department == 'Procurement'\"",
+                  "population_rule: \"departmnt == 'HR Ops'\"")
+    (root / "packages.yaml").write_text(y)
+    with pytest.raises(CatalogInvalid) as err:
+        load_catalog(root)
+    bad = [p for p in err.value.problems if p.field.endswith("population_rule")]
+    assert {p.field for p in bad} == {"packages[hr-case-intake-specialist].population_rule",
+                                      "packages[procurement-request-coordinator].population_rule"}
+    assert all("departmnt" in p.message and p.line for p in bad)
