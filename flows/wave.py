@@ -24,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from wavekit import notices, rollout, watch
 from wavekit import rollback as rollback_domain
 from wavekit.approvals import ApprovalInput
+from wavekit.reports import artifact_key, render_rollback_report, render_wave_report
 from wavekit.runtime import Runtime, current_runtime
 from wavekit.slack import flow_run_url
 from wavekit.slack.notifier import announce_handoff
@@ -45,10 +46,6 @@ def _run_url(rt: Runtime) -> str | None:
     return flow_run_url(rt.settings.prefect_ui_url, run_id) if run_id else None
 
 
-def _artifact_key(*parts: object) -> str:
-    return "-".join(str(p) for p in parts).lower().replace("_", "-")
-
-
 @task(name="stage", cache_policy=NO_CACHE)
 def stage(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | None
           ) -> rollout.StageOutcome:
@@ -57,7 +54,7 @@ def stage(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | N
                                     triggered_by=triggered_by)
     if outcome.release_id:
         create_table_artifact(
-            key=_artifact_key("plan", package_key),
+            key=artifact_key("plan", package_key),
             table=[{"change": k, "grants": v} for k, v in outcome.counts.items()]
             + [{"change": f"gate {g.name}", "grants": "pass" if g.passed else "FAIL: " + g.reason}
                for g in outcome.gates],
@@ -98,7 +95,7 @@ def dependency_checks(rt: Runtime, release_id: int) -> bool:
 def deploy(rt: Runtime, release_id: int, package_key: str, planned: int
            ) -> rollout.DeployOutcome:
     """Apply the plan in batches through the target, with a progress artifact."""
-    progress = create_progress_artifact(progress=0.0, key=_artifact_key("deploy", package_key),
+    progress = create_progress_artifact(progress=0.0, key=artifact_key("deploy", package_key),
                                         description=f"Deploying {package_key}")
     done = 0
 
@@ -172,6 +169,8 @@ def _after_deploy(rt: Runtime, package_key: str, release_id: int) -> str:
     if tick.action == "rollback":
         rollback_package(package_key, tick.reason, release_id=release_id)
         return "rolled_back"
+    if tick.action in ("contain", "inconclusive"):
+        notices.notify_held(rt, package_key, tick.reason, _run_url(rt))
     if rollout.retires_in_launch_window(rt, package_key):
         retire_legacy(rt, release_id)
     return rollout.package_state(rt, package_key)[0]
@@ -199,7 +198,7 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
             o = rollout.stage_package(rt, key, wave=wave, dry_run=True)
             rows.append({"package": key, **o.counts, "skipped": o.skipped or "",
                          "failed gates": ", ".join(g.name for g in o.gates if not g.passed)})
-        create_table_artifact(key=_artifact_key("wave", wave, "dry-run"), table=rows,
+        create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
                               description=f"Dry run of wave {wave}: nothing was written")
         return {r["package"]: "dry-run" for r in rows}
     futures: dict = {}
@@ -212,11 +211,7 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
 
 
 def _publish_wave_report(rt: Runtime, wave: int) -> None:
-    try:
-        from wavekit.reports import render_wave_report
-    except ImportError:  # reports arrive with their own module; the wave still completes
-        return
-    create_markdown_artifact(key=_artifact_key("wave", wave, "report"),
+    create_markdown_artifact(key=artifact_key("wave", wave, "report"),
                              markdown=render_wave_report(rt.database_url, wave),
                              description=f"Wave {wave} report")
 
@@ -243,12 +238,9 @@ def rollback_package(package_key: str, reason: str = "manual rollback by a relea
     rollback_domain.begin_rollback(rt, rid, reason, actor)
     outcome = verify(rt, rid, restore(rt, rid))
     proof = outcome.proof
-    create_markdown_artifact(
-        key=_artifact_key("rollback", package_key),
-        markdown=(f"# Rollback of {package_key}\n\nReason: {reason}\n\n"
-                  f"| prior bundle | read back | equal |\n|---|---|---|\n"
-                  f"| {proof.prior_count} | {proof.readback_count} | {proof.equal} |\n"),
-        description=f"Rollback proof for {package_key}")
+    create_markdown_artifact(key=artifact_key("rollback", package_key),
+                             markdown=render_rollback_report(rt.database_url, rid),
+                             description=f"Rollback proof for {package_key}")
     notices.notify_rollback(rt, outcome, _run_url(rt))
     return {"package": package_key, "release_id": rid, "equal": proof.equal,
             "prior": proof.prior_count, "readback": proof.readback_count}
