@@ -21,6 +21,21 @@ def find_due(rt: Runtime, as_of: datetime) -> list[int]:
     return watch.releases_due(rt, as_of)
 
 
+@task(name="release_dependents", cache_policy=NO_CACHE)
+def release_dependents(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
+    """Start release-wave for held packages whose dependencies are now all Stable."""
+    ready = rollout.dependents_ready(rt, stable_key)
+    from prefect.runtime import deployment
+
+    if ready and deployment.id:  # under a served/deployed watch: no process waits for it
+        from prefect.deployments import run_deployment
+
+        for wave, keys in ready.items():
+            run_deployment("release-wave/release-wave", timeout=0,
+                           parameters={"wave": wave, "packages": keys})
+    return ready
+
+
 @flow(name="watch-packages", log_prints=True)
 def watch_packages(as_of: datetime | None = None) -> list[dict]:
     """Run every health check that is due; roll back, hold or promote packages accordingly.
@@ -38,6 +53,7 @@ def watch_packages(as_of: datetime | None = None) -> list[dict]:
             rollback_package(tick.package_key, tick.reason, release_id=release_id)
         elif tick.action == "stable":
             retire_legacy(rt, release_id)
+            release_dependents(rt, tick.package_key)
         elif tick.action in ("contain", "inconclusive"):
             notices.notify_held(rt, tick.package_key, tick.reason)
         results.append({"package": tick.package_key, "action": tick.action,

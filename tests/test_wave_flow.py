@@ -260,3 +260,26 @@ def test_legacy_grants_retire_after_a_clean_watch(wave_env: WaveEnv) -> None:
     with session_scope(wave_env.url) as s:
         [retired] = audit.events(s, package_key=HR, action="legacy_retired")
     assert retired.detail["count"] == len(legacy_before)
+
+
+def test_a_held_dependent_is_ready_once_its_dependency_is_stable(wave_env: WaveEnv) -> None:
+    from wavekit.models import PackageDependency
+    from wavekit.rollout import dependents_ready
+    from wavekit.runtime import current_runtime
+
+    with session_scope(wave_env.url) as s:  # HR now depends on Finance, in the same wave
+        s.add(PackageDependency(package_key=HR, depends_on=FIN))
+    with approver(wave_env.url):
+        result = release_wave(wave=1)
+    assert result == {FIN: "watching", HR: "held"}
+    with session_scope(wave_env.url) as s:
+        assert "finance-month-end-operator is Watching" in s.get(RolePackage, HR).state_reason
+    assert dependents_ready(current_runtime(), FIN) == {}  # Finance is not Stable yet
+    wave_env.watch_days(FIN, 15)
+    assert wave_env.state(FIN) == "stable"
+    with session_scope(wave_env.url) as s:
+        [ready] = audit.events(s, package_key=HR, action="dependents_ready")
+    assert ready.detail["after"] == FIN
+    # Re-running the wave (what the watch deployment starts) releases the dependent.
+    with approver(wave_env.url):
+        assert release_wave(wave=1) == {FIN: "stable", HR: "watching"}

@@ -313,3 +313,30 @@ def retires_in_launch_window(rt: Runtime, key: str) -> bool:
     with session_scope(rt.database_url) as s:
         pkg = s.get(RolePackage, key)
         return bool(pkg and pkg.retire_in_launch_window and pkg.state == S.WATCHING)
+
+
+def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
+    """Held packages that waited only for dependencies, all of which are now Stable.
+
+    Returns wave -> package keys, for the watch to release once `stable_key` turns Stable.
+    """
+    from wavekit.models import PackageDependency
+
+    with session_scope(rt.database_url) as s:
+        waiting = s.exec(select(PackageDependency.package_key)
+                         .where(PackageDependency.depends_on == stable_key)).all()
+        ready: dict[int, list[str]] = {}
+        for key in sorted(set(waiting)):
+            pkg = s.get(RolePackage, key)
+            if (pkg is None or pkg.wave is None or S(pkg.state) != S.HELD
+                    or not pkg.state_reason.startswith("dependencies_stable:")
+                    or "; " in pkg.state_reason):
+                continue  # held (also) for another reason: a human decides
+            deps = s.exec(select(RolePackage.state).join(
+                PackageDependency, PackageDependency.depends_on == RolePackage.key)
+                .where(PackageDependency.package_key == key)).all()
+            if all(S(d) == S.STABLE for d in deps):
+                ready.setdefault(pkg.wave, []).append(key)
+                audit.record(s, "dependents_ready", package_key=key, wave=pkg.wave,
+                             after=stable_key)
+        return ready
