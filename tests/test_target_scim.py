@@ -378,3 +378,20 @@ def test_reset_directory_empties_users_and_groups(directory: ScimConfig) -> None
         # Provisioning is idempotent: it creates exactly what is missing.
         assert provision_scim_directory(target, people(["u01"]), ["ent-a"]) == Provisioned(1, 1)
         assert provision_scim_directory(target, people(["u01"]), ["ent-a"]) == Provisioned(0, 0)
+
+
+def test_dev_server_starts_with_a_token_that_begins_with_a_dash(monkeypatch) -> None:
+    # token_urlsafe may start with "-"; passed as a separate argv item, argparse took it
+    # for an option and the server refused to start (seen once in CI).
+    import secrets
+
+    from wavekit.devservers.scim import run_local_scim_server
+    from wavekit.targets.scim import ScimTarget
+
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: "-starts-with-a-dash" + "x" * n)
+    with run_local_scim_server() as config:
+        target = ScimTarget(config)
+        try:
+            assert target.read_grants(["no-such-group"]) == frozenset()
+        finally:
+            target.close()

@@ -23,8 +23,9 @@ from wavekit.targets.scim import ScimConfig, ScimSession
 _LAUNCHER = (
     "import os, sys\n"
     "from scim2_server.testserver.cli import main\n"
-    "sys.argv = ['scim2-server', *sys.argv[1:], '--bearer-token', "
-    "os.environ.pop('WAVEKIT_SCIM_DEV_TOKEN')]\n"
+    # "--flag=value": a token starting with "-" must not read as another option.
+    "sys.argv = ['scim2-server', *sys.argv[1:], "
+    "'--bearer-token=' + os.environ.pop('WAVEKIT_SCIM_DEV_TOKEN')]\n"
     "main()\n"
 )
 
