@@ -205,9 +205,12 @@ def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> No
     from tests.support.servers import wait_until
 
     before = wave_env.grants()
+    from prefect.settings import PREFECT_API_URL
+
+    # The harness's server, so the killed process leaves no ephemeral server of its own behind.
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     proc = subprocess.Popen([sys.executable, "-m", "tests.support.crash_run", wave_env.url],
-                            env={**os.environ}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def some_batches_landed() -> bool:
             r = wave_env.release(FIN)
