@@ -85,6 +85,23 @@ def batched(items: Iterable[Grant], size: int) -> Iterator[list[Grant]]:
         yield chunk
 
 
+def apply_in_batches(
+    apply_batch: Callable[[int, list[Grant], list[Grant]], BatchResult],
+    adds: Iterable[Grant],
+    removes: Iterable[Grant],
+    batch_size: int,
+    on_batch: ProgressCallback | None = None,
+) -> ApplyResult:
+    """The apply() every target shares: cut batches, apply each, report after each lands."""
+    result = ApplyResult()
+    for index, (add, remove) in enumerate(plan_batches(adds, removes, batch_size)):
+        batch = apply_batch(index, add, remove)
+        result.absorb(batch)
+        if on_batch:
+            on_batch(batch)
+    return result
+
+
 def plan_batches(
     adds: Iterable[Grant], removes: Iterable[Grant], size: int
 ) -> Iterator[tuple[list[Grant], list[Grant]]]:

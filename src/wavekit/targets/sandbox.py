@@ -10,7 +10,7 @@ from sqlmodel import select
 from wavekit.grants import Grant, GrantSet
 from wavekit.models import SandboxGrant
 from wavekit.store import session_scope
-from wavekit.targets.base import ApplyResult, BatchResult, ProgressCallback, plan_batches
+from wavekit.targets.base import ApplyResult, BatchResult, ProgressCallback, apply_in_batches
 
 _CHUNK = 500  # IN-list size that stays under SQLite's bound-parameter limit
 
@@ -45,13 +45,7 @@ class SandboxTarget:
         batch_size: int = 500,
         on_batch: ProgressCallback | None = None,
     ) -> ApplyResult:
-        result = ApplyResult()
-        for index, (add, remove) in enumerate(plan_batches(adds, removes, batch_size)):
-            batch = self._apply_batch(index, add, remove)
-            result.absorb(batch)
-            if on_batch:
-                on_batch(batch)
-        return result
+        return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)
 
     def _apply_batch(self, index: int, adds: list[Grant], removes: list[Grant]) -> BatchResult:
         # One transaction per batch: a crash loses at most the batch in flight, never half of it.

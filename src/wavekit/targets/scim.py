@@ -37,7 +37,7 @@ from wavekit.targets.base import (
     BatchResult,
     ProgressCallback,
     TargetError,
-    plan_batches,
+    apply_in_batches,
 )
 from wavekit.targets.resilience import (
     RateLimiter,
@@ -438,13 +438,7 @@ class ScimTarget:
 
     def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *, batch_size: int = 500,
               on_batch: ProgressCallback | None = None) -> ApplyResult:
-        result = ApplyResult()
-        for index, (add, remove) in enumerate(plan_batches(adds, removes, batch_size)):
-            batch = self._apply_batch(index, add, remove)
-            result.absorb(batch)
-            if on_batch:
-                on_batch(batch)
-        return result
+        return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)
 
     def close(self) -> None:
         self.session.close()
