@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.support.slapd",
     "tests.support.scim_server",
     "tests.support.slack_double",
+    "tests.support.browser",
 ]
 
 

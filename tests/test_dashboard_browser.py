@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from tests.support.servers import missing_server
 from tests.test_reports import populate
 from wavekit import reports
 from wavekit.kpis import compute_kpis
@@ -22,10 +21,6 @@ from wavekit.store import session_scope
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 # Where the lead looks at the picture; out/ is git-ignored.
 SHOT_COPY = Path(__file__).resolve().parents[1] / "out" / "dashboard.png"
 
@@ -49,19 +44,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        missing_server(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_dashboard_in_chromium_shows_the_store_figures(loaded_store: str, served, browser,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.support.servers import missing_server, wait_until
+from tests.support.servers import wait_until
 from wavekit.catalog import load_catalog, write_catalog
 from wavekit.examples import EXAMPLE_CATALOG, seed_target
 from wavekit.models import Approval, RolePackage
@@ -26,27 +26,10 @@ from wavekit.targets.sandbox import SandboxTarget
 pytest_plugins = ["tests.support.prefect_server"]
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 ROOT = Path(__file__).resolve().parents[1]
 SHOT_COPY = ROOT / "out" / "prefect-ui-run.png"
 WAVE_1 = ("finance-month-end-operator", "hr-case-intake-specialist")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        missing_server(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _store(tmp_path: Path) -> str:
