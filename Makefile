@@ -1,17 +1,29 @@
-# The two commands in the README: `make demo` and `make test`. Each sets up what it needs.
+# The two commands in the README: `make demo` and `make test`. Each sets up what it needs,
+# from uv.lock: a fresh clone installs exactly the dependency set CI tested.
 VENV ?= .venv
 PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: demo test lint bench bench-quick install
+.PHONY: demo test lint typecheck lock bench bench-quick install
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e ".[test]"
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
+
+# Fails when uv.lock no longer matches pyproject.toml (a stale lock never reaches CI green).
+$(BIN)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) lock --check
+	$(UV) sync --locked --all-extras --python $(PYTHON) --quiet
 	touch $@
 
 install: $(BIN)/.installed
+
+lock: $(UV)
+	$(UV) lock
 
 demo: $(BIN)/.installed
 	$(BIN)/wavekit demo
@@ -19,9 +31,13 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
 test: $(BIN)/.installed
 	./scripts/system-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
