@@ -30,17 +30,17 @@ import pandas as pd
 import yaml
 from sqlalchemy import insert
 
-from wavekit import catalog as wk_catalog
-from wavekit.catalog import load_catalog, write_catalog
-from wavekit.grants import Grant, grant_set
-from wavekit.metrics import adoption, measure_package
-from wavekit.models import Identity
-from wavekit.packages import PackageView
-from wavekit.store import reset_store, session_scope
-from wavekit.synth import generate_catalog
-from wavekit.synth_telemetry import generate_telemetry, synthetic_packages
-from wavekit.targets.sandbox import SandboxTarget
-from wavekit.telemetry import TelemetryFrames
+from wavekit.adapters import catalog as wk_catalog
+from wavekit.adapters.catalog import load_catalog, write_catalog
+from wavekit.adapters.store.engine import reset_store, session_scope
+from wavekit.adapters.store.models import Identity
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain.frames import TelemetryFrames
+from wavekit.domain.grants import Grant, grant_set
+from wavekit.domain.metrics import adoption, measure_package
+from wavekit.domain.packages import PackageView
+from wavekit.examples.synth import generate_catalog
+from wavekit.examples.synth_telemetry import generate_telemetry, synthetic_packages
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -307,7 +307,7 @@ def baseline_ldap_single_modifies(config: Any, group_dn: str, member_dns: Sequen
     """BASELINE: one modify per member (DNs known up front, no reads: the kindest case)."""
     from ldap3 import MODIFY_ADD
 
-    from wavekit.targets.ldap import build_connection
+    from wavekit.adapters.targets.ldap import build_connection
 
     conn = build_connection(config)
     conn.open()
@@ -321,8 +321,8 @@ def baseline_ldap_single_modifies(config: Any, group_dn: str, member_dns: Sequen
 
 def bench_ldap(members: int) -> list[Result]:
     """c. One modify per group vs one modify per member, against a local slapd."""
+    from wavekit.adapters.targets.ldap import LdapTarget, provision_ldap_directory
     from wavekit.devservers.slapd import SlapdUnavailable, run_local_slapd
-    from wavekit.targets.ldap import LdapTarget, provision_ldap_directory
 
     name = "c. LDAP group membership"
     size = f"{members:,} members, 1 group"

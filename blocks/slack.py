@@ -1,34 +1,31 @@
-"""The Slack app as a Prefect Block (tokens kept as secrets), or from environment variables."""
+"""The Slack app as a Prefect Block: its form in the UI, its tokens kept as secrets."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 from slack_sdk import WebClient
 
-from wavekit.slack.notifier import SlackNotifier, make_web_client
+from wavekit.adapters.slack.config import (
+    BLOCK_TYPE_SLUG,
+    DEFAULT_API_URL,
+    SlackAppIncomplete,
+    SlackConfig,
+    slack_settings_from_env,
+)
+from wavekit.adapters.slack.notifier import SlackNotifier
 
-ENV_BOT_TOKEN = "WAVEKIT_SLACK_BOT_TOKEN"
-ENV_SIGNING_SECRET = "WAVEKIT_SLACK_SIGNING_SECRET"
-ENV_APP_TOKEN = "WAVEKIT_SLACK_APP_TOKEN"
-ENV_CHANNEL = "WAVEKIT_SLACK_CHANNEL"
-ENV_API_URL = "WAVEKIT_SLACK_API_URL"
-DEFAULT_API_URL = "https://slack.com/api/"
-
-
-class SlackAppIncomplete(ValueError):
-    """Some Slack settings are given but not all the required ones."""
+__all__ = ["SlackApp", "SlackAppIncomplete", "slack_settings_from_env"]
 
 
 class SlackApp(Block):
     """wavekit's Slack app: where handoffs are posted and how clicks are verified."""
 
     _block_type_name = "wavekit Slack app"
-    _block_type_slug = "wavekit-slack-app"
+    _block_type_slug = BLOCK_TYPE_SLUG
     _description = ("Slack app for wavekit owner handoffs: bot token, signing secret, optional "
                     "Socket Mode app token, and the release channel.")
 
@@ -40,34 +37,16 @@ class SlackApp(Block):
     api_base_url: str = Field(default=DEFAULT_API_URL,
                               description="Slack Web API base URL (tests point it at a double).")
 
+    def config(self) -> SlackConfig:
+        """The plain configuration wavekit's adapters take."""
+        return SlackConfig(bot_token=self.bot_token, signing_secret=self.signing_secret,
+                           app_token=self.app_token, channel=self.channel,
+                           api_base_url=self.api_base_url)
+
     def web_client(self, *, sleep: Callable[[float], None] = time.sleep) -> WebClient:
         """A WebClient for the bot, retrying rate-limited calls."""
-        return make_web_client(self.bot_token.get_secret_value(), base_url=self.api_base_url,
-                               sleep=sleep)
+        return self.config().web_client(sleep=sleep)
 
     def notifier(self, *, sleep: Callable[[float], None] = time.sleep) -> SlackNotifier:
         """The notifier that posts to this app's channel."""
-        return SlackNotifier(self.web_client(sleep=sleep), self.channel)
-
-
-def slack_settings_from_env(environ: Mapping[str, str] | None = None) -> SlackApp | None:
-    """A SlackApp from WAVEKIT_SLACK_* variables; None when no bot token is set (no Slack).
-
-    Raises SlackAppIncomplete naming the missing variables (never their values).
-    """
-    env = os.environ if environ is None else environ
-    token = env.get(ENV_BOT_TOKEN, "").strip()
-    if not token:
-        return None
-    missing = [name for name in (ENV_SIGNING_SECRET, ENV_CHANNEL) if not env.get(name, "").strip()]
-    if missing:
-        raise SlackAppIncomplete(f"{ENV_BOT_TOKEN} is set but {', '.join(missing)} "
-                                 f"{'is' if len(missing) == 1 else 'are'} not")
-    app_token = env.get(ENV_APP_TOKEN, "").strip()
-    return SlackApp(
-        bot_token=SecretStr(token),
-        signing_secret=SecretStr(env[ENV_SIGNING_SECRET].strip()),
-        app_token=SecretStr(app_token) if app_token else None,
-        channel=env[ENV_CHANNEL].strip(),
-        api_base_url=env.get(ENV_API_URL, "").strip() or DEFAULT_API_URL,
-    )
+        return self.config().notifier(sleep=sleep)

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from prefect import flow
 
-from wavekit import maintenance
-from wavekit.clock import as_utc
-from wavekit.runtime import current_runtime
+from wavekit.domain.clock import as_utc
+from wavekit.workflow import maintenance
+from wavekit.workflow.runtime import current_runtime
 
 
 @flow(name="approval-deadlines", log_prints=True)

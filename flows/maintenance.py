@@ -6,7 +6,6 @@ rollbacks / containment / tuning / ownership renewal / legacy retirement → bac
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -16,10 +15,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.watch import watch_packages
 from flows.wave import retire_legacy, rollback_package
-from wavekit import maintenance as domain
-from wavekit import notices
-from wavekit.clock import as_utc
-from wavekit.runtime import Runtime, current_runtime
+from wavekit.domain.clock import as_utc
+from wavekit.workflow import maintenance as domain
+from wavekit.workflow import notices
+from wavekit.workflow.runtime import Runtime, current_runtime
 
 
 @task(name="refresh_telemetry", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
@@ -60,7 +59,8 @@ def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = 
     rt = current_runtime()
     now = as_utc(as_of) if as_of else rt.clock.now()
     log = get_run_logger()
-    loaded = refresh_telemetry(rt, os.environ.get("WAVEKIT_TELEMETRY_DIR"))
+    loaded = refresh_telemetry(rt, str(rt.settings.telemetry_dir) if rt.settings.telemetry_dir
+                              else None)
     timed_out = approval_deadlines(rt, now)
     ticks = watch_packages(as_of=now)
     tonight = plan(rt, now)
@@ -79,7 +79,7 @@ def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = 
     log.info("nightly maintenance: %s", summary)
     create_table_artifact(key="nightly-maintenance", table=[summary],
                           description=f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC")
-    from wavekit.reports import write_reports
+    from wavekit.present.reports import write_reports
 
     out = Path(report_dir or rt.settings.data_dir / "reports")
     write_reports(rt.database_url, out, as_of=now,

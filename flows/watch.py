@@ -6,14 +6,15 @@ No process lives through a days-long watch; each run reads what is due from the 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.wave import retire_legacy, rollback_package, watch_tick
-from wavekit import notices, rollout, watch
-from wavekit.clock import as_utc
-from wavekit.runtime import Runtime, current_runtime
+from flows.wave import after_tick, retire_legacy, watch_tick
+from wavekit.domain.clock import as_utc
+from wavekit.workflow import rollout, watch
+from wavekit.workflow.runtime import Runtime, current_runtime
 
 
 @task(name="find_due_watches", cache_policy=NO_CACHE)
@@ -32,12 +33,13 @@ def release_dependents(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
 
         for wave, keys in ready.items():
             run_deployment("release-wave/release-wave", timeout=0,
-                           parameters={"wave": wave, "packages": keys})
+                           parameters={"wave": wave, "packages": keys,
+                                       "triggered_by": "wavekit (dependencies stable)"})
     return ready
 
 
 @flow(name="watch-packages", log_prints=True)
-def watch_packages(as_of: datetime | None = None) -> list[dict]:
+def watch_packages(as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Run every health check that is due; roll back, hold or promote packages accordingly.
 
     as_of defaults to now; pass a time to replay the watch (tests, the demo's fast-forward).
@@ -49,13 +51,8 @@ def watch_packages(as_of: datetime | None = None) -> list[dict]:
     for release_id in find_due(rt, now):
         tick = watch_tick(rt, release_id, now)
         log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
-        if tick.action == "rollback":
-            rollback_package(tick.package_key, tick.reason, release_id=release_id)
-        elif tick.action == "stable":
-            retire_legacy(rt, release_id)
+        if after_tick(rt, tick).release_dependents:
             release_dependents(rt, tick.package_key)
-        elif tick.action in ("contain", "inconclusive"):
-            notices.notify_held(rt, tick.package_key, tick.reason)
         results.append({"package": tick.package_key, "action": tick.action,
                         "reason": tick.reason, "measured": tick.measured})
     for release_id in rollout.releases_awaiting_retirement(rt):

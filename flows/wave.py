@@ -1,16 +1,22 @@
 """The wave DAG on Prefect. Orchestration only: every decision lives in src/wavekit.
 
 release_wave(wave)                     one flow run per wave
- └─ roll_out_package(pkg) x N          a subflow per package; dependents wait for their deps
+ └─ roll_out_package(pkg) x N          one run per package, every one handed off at once
      stage → owner_handoff → dependency_checks → deploy → watch → retire_legacy (launch window)
      a failed health check → rollback_package(pkg): restore, verify, record
+
+Under a deployment (the production path) each package is its own `roll-out-package` run and
+suspends at the owner handoff: no worker slot or process waits for an owner. The decision
+(Slack, the UI form, `wavekit approve`) resumes it and the run starts again from the top;
+every stage is keyed in the store, so re-entering it is safe.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from prefect import flow, get_run_logger, pause_flow_run, task
+from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -19,19 +25,19 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.states import Completed, Failed, State
 
-from wavekit import notices, rollout, watch
-from wavekit import rollback as rollback_domain
-from wavekit.approvals import ApprovalInput
-from wavekit.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.runtime import Runtime, current_runtime
-from wavekit.slack import flow_run_url
-from wavekit.slack.notifier import announce_handoff
-from wavekit.targets.base import BatchResult
-from wavekit.waves import plan_wave_order
+from wavekit.adapters.slack import flow_run_url
+from wavekit.adapters.slack.notifier import announce_handoff
+from wavekit.adapters.store.waves import plan_wave_order
+from wavekit.adapters.targets.base import BatchResult
+from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
+from wavekit.workflow import notices, rollout, watch
+from wavekit.workflow import rollback as rollback_domain
+from wavekit.workflow.approvals import ApprovalInput
+from wavekit.workflow.runtime import Runtime, current_runtime
 
-MAX_PARALLEL_PACKAGES = 4
+PACKAGE_DEPLOYMENT = "roll-out-package/roll-out-package"
 
 
 def _flow_run_id() -> str | None:
@@ -39,6 +45,12 @@ def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
     return str(flow_run.id) if flow_run.id else None
+
+
+def _under_deployment() -> bool:
+    from prefect.runtime import deployment
+
+    return bool(deployment.id)
 
 
 def _run_url(rt: Runtime) -> str | None:
@@ -66,6 +78,7 @@ def stage(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | N
 @task(name="owner_handoff", cache_policy=NO_CACHE)
 def open_handoff(rt: Runtime, outcome: rollout.StageOutcome) -> rollout.HandoffRequest:
     """Ask the owner (or a delegate) to approve; Slack when configured, else the UI form."""
+    assert outcome.release_id is not None
     request = rollout.request_handoff(rt, outcome.release_id)
     if request.decided is None and rt.notifier is not None:
         announce_handoff(rt.database_url, request.approval_id, rt.notifier,
@@ -82,6 +95,12 @@ def record_decision(rt: Runtime, approval_id: int, decision: ApprovalInput | Non
                                        "approval deadline passed", channel="deadline")
     return rollout.record_decision(rt, approval_id, decision.decision, decision.approver,
                                    decision.comment, decision.channel)
+
+
+@task(name="apply_stored_decision", cache_policy=NO_CACHE)
+def apply_stored_decision(rt: Runtime, approval_id: int) -> str:
+    """A decision made while no run was waiting, applied as if it had arrived live."""
+    return rollout.apply_stored_decision(rt, approval_id)
 
 
 @task(name="dependency_checks", cache_policy=NO_CACHE)
@@ -121,89 +140,136 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
     return rollout.retire_legacy(rt, release_id)
 
 
-@flow(name="roll-out-package", log_prints=True)
+def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
+                    request: rollout.HandoffRequest, step: str) -> str | None:
+    """Suspend or pause for the owner's decision; None when the run must not wait."""
+    if step == "decided":
+        return apply_stored_decision(rt, request.approval_id)
+    if step == "leave":
+        return None
+    form = ApprovalInput.with_initial_data(
+        description=f"Approve {package_key} for wave {wave}?")
+    timeout = rollout.handoff_timeout_seconds(rt, request, step)
+    key = f"approval-{request.approval_id}"
+    if step == "suspend":
+        # Exits this process; the resumed run starts from the top and arrives here again.
+        given = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+    else:
+        try:
+            given = pause_flow_run(wait_for_input=form, timeout=timeout, key=key,
+                                   poll_interval=rt.settings.approval_poll_seconds)
+        except FlowPauseTimeout:
+            given = None
+    return record_decision(rt, request.approval_id, given)
+
+
+def _end(rt: Runtime, package_key: str) -> State:
+    """The run's final state: a hold, rejection, timeout or rollback is not a green success."""
+    outcome = rollout.package_outcome(rt, package_key)
+    message = f"{outcome.label}: {outcome.reason}" if outcome.reason else outcome.label
+    if outcome.ok:
+        return Completed(message=message, data=outcome.state)
+    return Failed(name=outcome.label, message=message, data=outcome.state)
+
+
+@flow(name="roll-out-package", log_prints=True, flow_run_name="{package_key} · wave {wave}")
 def roll_out_package(package_key: str, wave: int | None = None,
-                     triggered_by: str | None = None) -> str:
+                     triggered_by: str | None = None, wait_for_owner: bool = True) -> State:
     """Stage, hand off, check, deploy and start watching one role package."""
     rt = current_runtime()
     log = get_run_logger()
     staged = stage(rt, package_key, wave, triggered_by)
     if staged.skipped:
         log.info("%s skipped: %s", package_key, staged.skipped)
-        return rollout.package_state(rt, package_key)[0]
+        for release_id in rollout.launch_retirements_due(rt, package_key):
+            retire_legacy(rt, release_id)  # a crash after deploy left the retirement undone
+        return _end(rt, package_key)
     if staged.held:
         log.warning("%s held at staging: %s", package_key, staged.held)
         notices.notify_gates_failed(rt, package_key, staged.gates, _run_url(rt))
-        return "held"
+        return _end(rt, package_key)
     release_id = staged.release_id
+    assert release_id is not None
     if not staged.resuming_deploy:
         request = open_handoff(rt, staged)
-        decision = request.decided
+        step = rollout.handoff_step(request, resumable=_under_deployment(),
+                                    wait=wait_for_owner)
+        decision = _wait_for_owner(rt, package_key, wave, request, step)
         if decision is None:
-            timeout = max(1, int((request.deadline - rt.clock.now()).total_seconds()))
-            try:
-                given = pause_flow_run(
-                    wait_for_input=ApprovalInput.with_initial_data(
-                        description=f"Approve {package_key} for wave {wave}?"),
-                    timeout=timeout, poll_interval=rt.settings.approval_poll_seconds,
-                    key=f"approval-{request.approval_id}")
-            except FlowPauseTimeout:
-                given = None
-            decision = record_decision(rt, request.approval_id, given)
+            log.info("%s awaits its owner's decision", package_key)
+            return _end(rt, package_key)
         if decision != "approved":
             log.warning("%s held: %s", package_key, decision)
             notices.notify_held(rt, package_key, f"owner handoff {decision}", _run_url(rt))
-            return "held"
+            return _end(rt, package_key)
         if not dependency_checks(rt, release_id):
             _, reason = rollout.package_state(rt, package_key)
             notices.notify_held(rt, package_key, reason, _run_url(rt))
-            return "held"
+            return _end(rt, package_key)
     deployed = deploy(rt, release_id, package_key,
                       sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
     log.info("%s deployed: +%d -%d", package_key, deployed.added, deployed.removed)
-    return _after_deploy(rt, package_key, release_id)
+    after_tick(rt, watch_tick(rt, release_id, rt.clock.now()))
+    return _end(rt, package_key)
 
 
-def _after_deploy(rt: Runtime, package_key: str, release_id: int) -> str:
-    tick = watch_tick(rt, release_id, rt.clock.now())
-    if tick.action == "rollback":
-        rollback_package(package_key, tick.reason, release_id=release_id)
-        return "rolled_back"
-    if tick.action in ("contain", "inconclusive"):
-        notices.notify_held(rt, package_key, tick.reason, _run_url(rt))
-    if rollout.retires_in_launch_window(rt, package_key):
-        retire_legacy(rt, release_id)
-    return rollout.package_state(rt, package_key)[0]
+def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:
+    """Carry out what the domain decided after a watch tick (shared with the watch flow)."""
+    actions = watch.next_actions(rt, tick)
+    if actions.rollback:
+        rollback_package(tick.package_key, tick.reason, release_id=tick.release_id)
+    if actions.notify_hold:
+        notices.notify_held(rt, tick.package_key, actions.notify_hold, _run_url(rt))
+    if actions.retire_legacy:
+        retire_legacy(rt, tick.release_id)
+    return actions
 
 
 @task(name="run-package", cache_policy=NO_CACHE)
-def run_package(package_key: str, wave: int, triggered_by: str | None) -> str:
-    # A task wraps the subflow so independent packages run concurrently in the task runner.
-    return roll_out_package(package_key, wave, triggered_by)
+def run_package(rt: Runtime, package_key: str, wave: int, triggered_by: str | None,
+                wait_for_owner: bool) -> str:
+    # A task wraps the subflow so the packages of an ad-hoc run go concurrently.
+    roll_out_package(package_key, wave, triggered_by, wait_for_owner, return_state=True)
+    return rollout.package_state(rt, package_key)[0]
 
 
-@flow(name="release-wave", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_PACKAGES))
+@task(name="start-package-run", cache_policy=NO_CACHE)
+def start_package_run(package_key: str, wave: int, triggered_by: str | None) -> str:
+    """Start the package's own roll-out-package deployment run; nothing waits for it."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=True,
+                         flow_run_name=f"{package_key} · wave {wave}",
+                         parameters={"package_key": package_key, "wave": wave,
+                                     "triggered_by": triggered_by})
+    return f"started {run.name}"
+
+
+# Threads only: a paused ad-hoc package holds one, and every package of a wave is handed
+# off at once, however many there are.
+@flow(name="release-wave", log_prints=True, flow_run_name="wave {wave}")
 def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = None,
-                 triggered_by: str | None = None) -> dict[str, str]:
-    """Release one wave: a roll-out subflow per package, dependencies first.
+                 triggered_by: str | None = None, wait_for_owners: bool = True
+                 ) -> dict[str, str]:
+    """Release one wave: a roll-out run per package, all handed off at once.
 
     dry_run stages nothing and writes nothing: it publishes each package's plan and gates.
     """
     rt = current_runtime()
     schedule = plan_wave_order(rt.database_url, wave, packages)
     if dry_run:
-        rows = []
-        for key in schedule:
-            o = rollout.stage_package(rt, key, wave=wave, dry_run=True)
-            rows.append({"package": key, **o.counts, "skipped": o.skipped or "",
-                         "failed gates": ", ".join(g.name for g in o.gates if not g.passed)})
+        rows = rollout.dry_run_wave(rt, wave, list(schedule))
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
                               description=f"Dry run of wave {wave}: nothing was written")
-        return {r["package"]: "dry-run" for r in rows}
-    futures: dict = {}
+        return {str(r["package"]): "dry-run" for r in rows}
+    if _under_deployment():
+        # Each package is its own run; dependents are held at staging by their gate until
+        # their dependencies are Stable, and the watch releases them then.
+        started = {key: start_package_run.submit(key, wave, triggered_by) for key in schedule}
+        return {key: f.result() for key, f in started.items()}
+    futures: dict[str, Any] = {}
     for key, waits in schedule.items():
-        futures[key] = run_package.submit(key, wave, triggered_by,
+        futures[key] = run_package.submit(rt, key, wave, triggered_by, wait_for_owners,
                                           wait_for=[futures[d] for d in waits])
     results = {key: f.result() for key, f in futures.items()}
     _publish_wave_report(rt, wave)
@@ -229,9 +295,9 @@ def verify(rt: Runtime, release_id: int, written: tuple[int, int]
     return rollback_domain.verify_and_record(rt, release_id, *written)
 
 
-@flow(name="rollback-package", log_prints=True)
+@flow(name="rollback-package", log_prints=True, flow_run_name="rollback {package_key}")
 def rollback_package(package_key: str, reason: str = "manual rollback by a release manager",
-                     release_id: int | None = None, actor: str = "wavekit") -> dict:
+                     release_id: int | None = None, actor: str = "wavekit") -> dict[str, Any]:
     """Restore the prior bundle of a package's release exactly, verify it, record it."""
     rt = current_runtime()
     rid = rollback_domain.find_release(rt, package_key, release_id)

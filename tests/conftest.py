@@ -12,9 +12,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from wavekit.catalog import load_catalog, write_catalog
+from wavekit.adapters.catalog import load_catalog, write_catalog
+from wavekit.adapters.store.engine import reset_store, session_scope
 from wavekit.examples import EXAMPLE_CATALOG
-from wavekit.store import reset_store, session_scope
 
 pytest_plugins = [
     "tests.support.postgres",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from wavekit.catalog import CatalogInvalid, load_catalog, write_catalog
+from wavekit.adapters.catalog import CatalogInvalid, load_catalog, write_catalog
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import AuditEvent, Identity, RolePackage
 from wavekit.examples import EXAMPLE_CATALOG
-from wavekit.models import AuditEvent, Identity, RolePackage
-from wavekit.store import session_scope
 
 
 def test_example_catalog_has_the_portal_numbers(example_catalog) -> None:

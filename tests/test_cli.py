@@ -8,7 +8,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from wavekit.cli import app
+from wavekit.present.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

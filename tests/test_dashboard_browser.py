@@ -13,11 +13,11 @@ import pytest
 from sqlmodel import select
 
 from tests.test_reports import populate
-from wavekit import reports
-from wavekit.kpis import compute_kpis
-from wavekit.models import RolePackage
-from wavekit.states import PackageState
-from wavekit.store import session_scope
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import RolePackage
+from wavekit.domain.states import PackageState
+from wavekit.present import reports
+from wavekit.present.kpis import compute_kpis
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from wavekit.kpis import FACTOR_WEIGHTS, action_for, compute_kpis, deploy_confidence
-from wavekit.models import (
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import (
     HealthCheckResult,
     Identity,
     MaintenanceTask,
@@ -16,8 +16,8 @@ from wavekit.models import (
     Release,
     RolePackage,
 )
-from wavekit.states import PackageState
-from wavekit.store import session_scope
+from wavekit.domain.states import PackageState
+from wavekit.present.kpis import FACTOR_WEIGHTS, action_for, compute_kpis, deploy_confidence
 
 NOW = datetime(2026, 4, 20, 12, tzinfo=UTC)
 FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"

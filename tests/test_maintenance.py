@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from sqlmodel import select
 
-from wavekit import audit
-from wavekit.maintenance import (
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import HealthCheckResult, MaintenanceTask, Release, RolePackage
+from wavekit.domain.states import PackageState
+from wavekit.workflow.maintenance import (
     BacklogItem,
     MaintenancePlan,
     MaintenanceThresholds,
@@ -19,9 +22,6 @@ from wavekit.maintenance import (
     load_maintenance_inputs,
     plan_maintenance,
 )
-from wavekit.models import HealthCheckResult, MaintenanceTask, Release, RolePackage
-from wavekit.states import PackageState
-from wavekit.store import session_scope
 
 D0 = datetime(2026, 4, 8, 9, tzinfo=UTC)  # deploy
 AS_OF = D0 + timedelta(days=5)
@@ -53,7 +53,7 @@ def keys(decisions) -> list[str]:
 
 
 def test_rollback_when_a_check_fails_past_its_failure_limit() -> None:
-    # The watch's limits (wavekit.health): ticket_noise and access_drift tolerate 1 failure,
+    # The watch's limits (wavekit.domain.health): ticket_noise and access_drift tolerate 1 failure,
     # adoption 2.
     results = checks(
         ("a", 1, "ticket_noise", "failed"), ("a", 1, "ticket_noise", "failed"),  # 2 > 1

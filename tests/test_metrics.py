@@ -7,18 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from wavekit.grants import Grant, grant_set
-from wavekit.metrics import (
-    METRICS,
-    TelemetryMetrics,
-    error_budget,
-    measure_package,
-)
-from wavekit.packages import PackageView, load_package_view
-from wavekit.states import PackageState
-from wavekit.store import session_scope
-from wavekit.synth_telemetry import generate_telemetry, synthetic_packages
-from wavekit.telemetry import TelemetryFrames, ingest_frame
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.packages import load_package_view
+from wavekit.adapters.telemetry import TelemetryMetrics, ingest_frame
+from wavekit.domain.frames import TelemetryFrames
+from wavekit.domain.grants import Grant, grant_set
+from wavekit.domain.metrics import METRICS, measure_package
+from wavekit.domain.packages import PackageView
+from wavekit.domain.states import PackageState
+from wavekit.examples.synth_telemetry import generate_telemetry, synthetic_packages
 
 D0 = datetime(2026, 4, 8, tzinfo=UTC)  # deployed_at
 AS_OF = D0 + timedelta(days=4)
@@ -216,33 +213,6 @@ def test_measure_package_keys_and_empty_frames() -> None:
 
 
 # ------------------------------------------------------------------ error budget
-
-
-def test_error_budget_per_package_and_wave() -> None:
-    results = pd.DataFrame({
-        "package_key": ["A", "A", "A", "A", "B", "C", "C", "C"],
-        "verdict": ["failed", "failed", "passed", "inconclusive", "passed",
-                    "failed", "failed", "failed"],
-    })
-    # failure_limit 1 tolerates one failure: the budget is 2 failures per package.
-    b = error_budget(results, failure_limit=1, waves={"A": 1, "B": 1, "C": 2})
-    # A: 1 - 2/2; B: 1 - 0/2; C: 1 - 3/2 floored at 0
-    assert b.packages == {"A": 0.0, "B": 1.0, "C": 0.0}
-    # wave 1 pools A and B: 1 - 2 / (2 x 2); wave 2: 1 - 3 / (2 x 1) floored
-    assert b.waves == {1: 0.5, 2: 0.0}
-    one = error_budget(pd.DataFrame({"package_key": ["A"], "verdict": ["failed"],
-                                     "wave": [3]}), failure_limit=3)
-    assert (one.packages, one.waves) == ({"A": 0.75}, {3: 0.75})  # 1 - 1/4
-    # failure_limit 0: the first failure spends everything (anomaly checks)
-    assert error_budget(results, failure_limit=0).packages["A"] == 0.0
-    assert error_budget(results, failure_limit=0).waves == {}  # no waves known
-    empty = error_budget(pd.DataFrame(columns=["package_key", "verdict"]), 2)
-    assert (empty.packages, empty.waves) == ({}, {})
-    with pytest.raises(ValueError):
-        error_budget(results, failure_limit=-1)
-
-
-# ------------------------------------------------------------------ from the store
 
 
 def test_telemetry_metrics_reads_the_store(loaded_store: str) -> None:

@@ -12,16 +12,16 @@ from flows.maintenance import nightly_maintenance
 from flows.watch import watch_packages
 from flows.wave import release_wave
 from tests.support.flows import approver
-from wavekit import audit
-from wavekit.clock import as_utc, utcnow
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import MaintenanceTask, Release, RolePackage
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.adapters.telemetry import ingest_frame
+from wavekit.domain.clock import as_utc, utcnow
 from wavekit.examples import seed_target
-from wavekit.models import MaintenanceTask, Release, RolePackage
-from wavekit.runtime import build_runtime, runtime_override
-from wavekit.settings import load_settings
-from wavekit.store import session_scope
-from wavekit.synth_telemetry import generate_telemetry
-from wavekit.targets.sandbox import SandboxTarget
-from wavekit.telemetry import ingest_frame
+from wavekit.examples.synth_telemetry import generate_telemetry
+from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from wavekit.grants import Grant, grant_set
-from wavekit.packages import PackageView
-from wavekit.planning import plan_package, plan_restore, prove_restore
-from wavekit.states import PackageState
+from wavekit.domain.grants import Grant, grant_set
+from wavekit.domain.packages import PackageView
+from wavekit.domain.planning import plan_package, plan_restore, prove_restore
+from wavekit.domain.states import PackageState
 
 PKG = PackageView(key="p", name="P", state=PackageState.RELEASE_READY,
                   members=frozenset({"ann", "bob"}), entitlements=frozenset({"e1", "e2"}),

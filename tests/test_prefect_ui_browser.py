@@ -17,11 +17,11 @@ import pytest
 from sqlmodel import select
 
 from tests.support.servers import wait_until
-from wavekit.catalog import load_catalog, write_catalog
+from wavekit.adapters.catalog import load_catalog, write_catalog
+from wavekit.adapters.store.engine import reset_store, session_scope
+from wavekit.adapters.store.models import Approval, RolePackage
+from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.examples import EXAMPLE_CATALOG, seed_target
-from wavekit.models import Approval, RolePackage
-from wavekit.store import reset_store, session_scope
-from wavekit.targets.sandbox import SandboxTarget
 
 pytest_plugins = ["tests.support.prefect_server"]
 pytestmark = pytest.mark.slow

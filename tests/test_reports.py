@@ -15,12 +15,11 @@ import pytest
 from markdown_it import MarkdownIt
 from sqlmodel import select
 
-from wavekit import audit, reports
-from wavekit.catalog import write_catalog
-from wavekit.examples import SANDBOX_SEED
-from wavekit.grants import grant_set
-from wavekit.lifecycle import transition
-from wavekit.models import (
+from wavekit.adapters.catalog import write_catalog
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.lifecycle import transition
+from wavekit.adapters.store.models import (
     Approval,
     BundleGrant,
     HealthCheckResult,
@@ -29,10 +28,12 @@ from wavekit.models import (
     Release,
     RolePackage,
 )
-from wavekit.packages import load_package_view
-from wavekit.planning import plan_package, prove_restore
-from wavekit.states import PackageState as S
-from wavekit.store import session_scope
+from wavekit.adapters.store.packages import load_package_view
+from wavekit.domain.grants import grant_set
+from wavekit.domain.planning import plan_package, prove_restore
+from wavekit.domain.states import PackageState as S
+from wavekit.examples import SANDBOX_SEED
+from wavekit.present import reports
 
 T0 = datetime(2026, 4, 8, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -525,7 +526,7 @@ def test_templates_directory_can_be_overridden_and_undefined_names_fail(
 
     from jinja2 import UndefinedError
 
-    shutil.copytree(reports.TEMPLATES_DIR, tmp_path / "t")
+    shutil.copytree(reports.templates_dir(), tmp_path / "t")
     (tmp_path / "t" / "wave_report.md.j2").write_text("# Custom {{ wave }}\n")
     monkeypatch.setenv("WAVEKIT_TEMPLATES_DIR", str(tmp_path / "t"))
     assert reports.render_wave_report(loaded_store, 1) == "# Custom 1\n"
@@ -546,7 +547,7 @@ def test_display_url_masks_the_store_password():
 
 
 def _kpis(url: str, as_of: datetime):
-    from wavekit.kpis import compute_kpis
+    from wavekit.present.kpis import compute_kpis
 
     with session_scope(url) as s:
         return compute_kpis(s, as_of)

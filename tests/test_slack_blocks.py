@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from blocks.slack import SlackApp, SlackAppIncomplete, slack_settings_from_env
 from tests.support.slack_double import BOT_TOKEN, CHANNEL, SIGNING_SECRET, SlackDouble
-from wavekit.slack.notifier import SlackNotifier
+from wavekit.adapters.slack.notifier import SlackNotifier
 
 pytest_plugins = ["tests.support.slack_double"]
 

@@ -9,12 +9,17 @@ from typing import Any
 import pytest
 
 from tests.support.slack_double import BOT_TOKEN, CHANNEL, SlackDouble
-from wavekit import audit
-from wavekit.clock import as_utc
-from wavekit.models import Approval, Release
-from wavekit.slack.deadlines import DeadlineAction, apply_deadlines, deadline_actions
-from wavekit.slack.notifier import NullNotifier, SlackNotifier, announce_handoff, make_web_client
-from wavekit.store import session_scope
+from wavekit.adapters.slack.deadlines import DeadlineAction, apply_deadlines, deadline_actions
+from wavekit.adapters.slack.notifier import (
+    NullNotifier,
+    SlackNotifier,
+    announce_handoff,
+    make_web_client,
+)
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, Release
+from wavekit.domain.clock import as_utc
 
 pytest_plugins = ["tests.support.slack_double"]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wavekit.slack.decisions import ApprovalFacts, Click, Verdict, decide
+from wavekit.domain.decisions import ApprovalFacts, Click, Verdict, decide
 
 NOW = datetime(2026, 4, 8, 12, 0, tzinfo=UTC)
 OWNER, DELEGATE, STRANGER, MANAGER = "UFINOWNER1", "UFINDELEG1", "USTRANGER1", "URELMGR01"

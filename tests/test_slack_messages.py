@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from wavekit.slack import messages as m
+from wavekit.adapters.slack import messages as m
 
 DEADLINE = datetime(2026, 4, 9, 10, 0, tzinfo=UTC)
 URL = "http://127.0.0.1:4200/runs/flow-run/6a1f"

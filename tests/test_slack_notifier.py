@@ -9,16 +9,16 @@ import pytest
 from slack_sdk.errors import SlackApiError
 
 from tests.support.slack_double import BOT_TOKEN, CHANNEL, SlackDouble
-from wavekit import audit
-from wavekit.models import Approval, Release
-from wavekit.slack.notifier import (
+from wavekit.adapters.slack.notifier import (
     Notifier,
     NullNotifier,
     SlackNotifier,
     announce_handoff,
     make_web_client,
 )
-from wavekit.store import session_scope
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, Release
 
 pytest_plugins = ["tests.support.slack_double"]
 

@@ -1,10 +1,10 @@
-"""The wavekit.slack package's public surface stays complete and importable."""
+"""The wavekit.adapters.slack package's public surface stays complete and importable."""
 
 from __future__ import annotations
 
 import inspect
 
-import wavekit.slack as slack
+import wavekit.adapters.slack as slack
 
 
 def test_every_public_name_is_exported_and_documented() -> None:

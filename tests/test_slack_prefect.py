@@ -20,11 +20,11 @@ from tests.support.slack_double import (
     serve_asgi,
     signed_request,
 )
-from wavekit.clock import utcnow
-from wavekit.models import Approval, Release
-from wavekit.slack.notifier import make_web_client
-from wavekit.slack.receiver import create_receiver_app, prefect_resumer
-from wavekit.store import session_scope
+from wavekit.adapters.slack.notifier import make_web_client
+from wavekit.adapters.slack.receiver import create_receiver_app, prefect_resumer
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, Release
+from wavekit.domain.clock import utcnow
 
 pytest_plugins = ["tests.support.slack_double"]
 
@@ -37,7 +37,7 @@ def test_owner_click_resumes_the_paused_run(prefect_harness: None, loaded_store:
     from prefect.flow_runs import pause_flow_run
     from prefect.runtime import flow_run
 
-    from wavekit.approvals import ApprovalInput
+    from wavekit.workflow.approvals import ApprovalInput
 
     run_ids: list[str] = []
 

@@ -27,12 +27,12 @@ from tests.support.slack_double import (
     signed_request,
     view_submission,
 )
-from wavekit import audit
-from wavekit.clock import ManualClock, as_utc
-from wavekit.models import Approval, Release
-from wavekit.slack.notifier import SlackNotifier, announce_handoff, make_web_client
-from wavekit.slack.receiver import create_receiver_app
-from wavekit.store import session_scope
+from wavekit.adapters.slack.notifier import SlackNotifier, announce_handoff, make_web_client
+from wavekit.adapters.slack.receiver import create_receiver_app
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, Release
+from wavekit.domain.clock import ManualClock, as_utc
 
 pytest_plugins = ["tests.support.slack_double"]
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.slack_double import SIGNING_SECRET, block_actions, sign, signed_request
-from wavekit import audit
-from wavekit.models import SlackRequestSeen
-from wavekit.slack.signing import verify_request
-from wavekit.store import session_scope
+from wavekit.adapters.slack.signing import verify_request
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import SlackRequestSeen
 
 NOW = datetime(2026, 4, 8, 12, 0, tzinfo=UTC)
 TS = int(NOW.timestamp())

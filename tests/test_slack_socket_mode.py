@@ -17,12 +17,12 @@ from tests.support.slack_double import (
     block_actions,
     view_submission,
 )
-from wavekit.clock import ManualClock
-from wavekit.models import Approval, Release
-from wavekit.slack.notifier import make_web_client
-from wavekit.slack.receiver import Interactions
-from wavekit.slack.socket_mode import Handler, make_socket_handler
-from wavekit.store import session_scope
+from wavekit.adapters.slack.notifier import make_web_client
+from wavekit.adapters.slack.receiver import Interactions
+from wavekit.adapters.slack.socket_mode import Handler, make_socket_handler
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, Release
+from wavekit.domain.clock import ManualClock
 
 pytest_plugins = ["tests.support.slack_double"]
 

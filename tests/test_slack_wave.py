@@ -21,16 +21,16 @@ from tests.support.slack_double import (
     serve_asgi,
     signed_request,
 )
-from wavekit import audit
-from wavekit.clock import utcnow
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.slack.notifier import SlackNotifier, make_web_client
+from wavekit.adapters.slack.receiver import create_receiver_app, prefect_resumer
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, RolePackage
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain.clock import utcnow
 from wavekit.examples import seed_target
-from wavekit.models import Approval, RolePackage
-from wavekit.runtime import build_runtime, runtime_override
-from wavekit.settings import load_settings
-from wavekit.slack.notifier import SlackNotifier, make_web_client
-from wavekit.slack.receiver import create_receiver_app, prefect_resumer
-from wavekit.store import session_scope
-from wavekit.targets.sandbox import SandboxTarget
+from wavekit.workflow.runtime import build_runtime, runtime_override
 
 FIN = "finance-month-end-operator"
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlmodel import func, select
 
-from wavekit import audit
-from wavekit.catalog import write_catalog
-from wavekit.grants import Grant
-from wavekit.lifecycle import transition
-from wavekit.models import Identity, PackageMember, RolePackage
-from wavekit.packages import load_package_view, package_keys_in_wave
-from wavekit.states import IllegalTransition, PackageState
-from wavekit.store import session_scope
-from wavekit.targets.sandbox import SandboxTarget
+from wavekit.adapters.catalog import write_catalog
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.lifecycle import transition
+from wavekit.adapters.store.models import Identity, PackageMember, RolePackage
+from wavekit.adapters.store.packages import load_package_view, package_keys_in_wave
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain.grants import Grant
+from wavekit.domain.states import IllegalTransition, PackageState
 
 
 def test_catalog_round_trip(store_url, example_catalog) -> None:

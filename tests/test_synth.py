@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wavekit.catalog import load_catalog
-from wavekit.synth import generate_catalog
+from wavekit.adapters.catalog import load_catalog
+from wavekit.examples.synth import generate_catalog
 
 FILES = ("packages.yaml", "identities.csv", "entitlements.csv", "memberships.csv")
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from wavekit.grants import Grant, grant_set
-from wavekit.packages import PackageView
-from wavekit.planning import plan_package, plan_restore, prove_restore
-from wavekit.states import PackageState
-from wavekit.targets.base import BatchResult, Target
-from wavekit.targets.sandbox import SandboxTarget
+from wavekit.adapters.targets.base import BatchResult, Target
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain.grants import Grant, grant_set
+from wavekit.domain.packages import PackageView
+from wavekit.domain.planning import plan_package, plan_restore, prove_restore
+from wavekit.domain.states import PackageState
 
 USERS = [f"u{i:02d}" for i in range(1, 31)]
 ENTS = ["ent-a", "ent-b", "ent-c", "ent-d"]

@@ -23,17 +23,17 @@ from tests.support.slapd import (
     self_signed_tls,
     start_slapd,
 )
-from wavekit.devservers.slapd import LocalSlapd, run_local_slapd
-from wavekit.grants import Grant, grant_set
-from wavekit.targets.base import Target, TargetError
-from wavekit.targets.ldap import (
+from wavekit.adapters.targets.base import Target, TargetError
+from wavekit.adapters.targets.ldap import (
     LdapConfig,
     LdapConfigError,
     LdapTarget,
     build_connection,
     provision_ldap_directory,
 )
-from wavekit.targets.resilience import RetryPolicy
+from wavekit.adapters.targets.resilience import RetryPolicy
+from wavekit.devservers.slapd import LocalSlapd, run_local_slapd
+from wavekit.domain.grants import Grant, grant_set
 
 BULK_USERS = [f"b{i:04d}" for i in range(1, 1201)]
 BULK_GROUPS = ["bulk-a", "bulk-b", "bulk-c", "bulk-big"]

@@ -11,11 +11,16 @@ import httpx
 import pytest
 
 from tests.support.scim_server import people
+from wavekit.adapters.targets.base import Target, TargetError
+from wavekit.adapters.targets.resilience import RetryPolicy
+from wavekit.adapters.targets.scim import (
+    Provisioned,
+    ScimConfig,
+    ScimTarget,
+    provision_scim_directory,
+)
 from wavekit.devservers.scim import reset_directory
-from wavekit.grants import Grant, grant_set
-from wavekit.targets.base import Target, TargetError
-from wavekit.targets.resilience import RetryPolicy
-from wavekit.targets.scim import Provisioned, ScimConfig, ScimTarget, provision_scim_directory
+from wavekit.domain.grants import Grant, grant_set
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 Fault = Callable[[httpx.Request], httpx.Response | None]
@@ -385,8 +390,8 @@ def test_dev_server_starts_with_a_token_that_begins_with_a_dash(monkeypatch) -> 
     # for an option and the server refused to start (seen once in CI).
     import secrets
 
+    from wavekit.adapters.targets.scim import ScimTarget
     from wavekit.devservers.scim import run_local_scim_server
-    from wavekit.targets.scim import ScimTarget
 
     monkeypatch.setattr(secrets, "token_urlsafe", lambda n: "-starts-with-a-dash" + "x" * n)
     with run_local_scim_server() as config:

@@ -10,20 +10,20 @@ import pandas as pd
 import pytest
 from sqlmodel import func, select
 
-from wavekit import audit
-from wavekit.catalog import write_catalog
-from wavekit.models import TelemetrySample
-from wavekit.packages import load_package_view
-from wavekit.store import session_scope
-from wavekit.synth_telemetry import generate_telemetry, write_telemetry
-from wavekit.telemetry import (
-    TelemetryFrames,
+from wavekit.adapters.catalog import write_catalog
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import TelemetrySample
+from wavekit.adapters.store.packages import load_package_view
+from wavekit.adapters.telemetry import (
     TelemetryInvalid,
     ingest_frame,
     ingest_telemetry,
     kind_from_name,
     load_frames,
 )
+from wavekit.domain.frames import TelemetryFrames
+from wavekit.examples.synth_telemetry import generate_telemetry, write_telemetry
 
 FILES = {
     "usage.csv": "identity,entitlement,at\n"

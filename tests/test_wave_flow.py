@@ -12,16 +12,16 @@ from sqlmodel import select
 from flows.watch import watch_packages
 from flows.wave import release_wave, rollback_package
 from tests.support.flows import ScriptedMetrics, approver
-from wavekit import audit
-from wavekit.clock import as_utc
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import HealthCheckResult, Release, RolePackage
+from wavekit.adapters.store.packages import load_package_view
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain.clock import as_utc
+from wavekit.domain.grants import Grant, GrantSet
 from wavekit.examples import seed_target
-from wavekit.grants import Grant, GrantSet
-from wavekit.models import HealthCheckResult, Release, RolePackage
-from wavekit.packages import load_package_view
-from wavekit.runtime import build_runtime, runtime_override
-from wavekit.settings import load_settings
-from wavekit.store import session_scope
-from wavekit.targets.sandbox import SandboxTarget
+from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
@@ -45,7 +45,7 @@ class WaveEnv:
 
     def grants(self) -> GrantSet:
         with session_scope(self.url) as s:
-            from wavekit.models import Entitlement
+            from wavekit.adapters.store.models import Entitlement
             ents = list(s.exec(select(Entitlement.key)))
         return self.target.read_grants(ents)
 
@@ -236,7 +236,7 @@ def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> No
     with session_scope(wave_env.url) as s:
         [release] = s.exec(select(Release).where(Release.package_key == FIN)).all()
         batches = audit.events(s, package_key=FIN, action="deploy_batch")
-        from wavekit.bundles import load_bundle
+        from wavekit.adapters.store.bundles import load_bundle
         bundle = load_bundle(s, release.id, FIN)
     # One release, its prior bundle the state before the crash (not the half-written one),
     # and every planned add written exactly once across both runs.
@@ -266,9 +266,9 @@ def test_legacy_grants_retire_after_a_clean_watch(wave_env: WaveEnv) -> None:
 
 
 def test_a_held_dependent_is_ready_once_its_dependency_is_stable(wave_env: WaveEnv) -> None:
-    from wavekit.models import PackageDependency
-    from wavekit.rollout import dependents_ready
-    from wavekit.runtime import current_runtime
+    from wavekit.adapters.store.models import PackageDependency
+    from wavekit.workflow.rollout import dependents_ready
+    from wavekit.workflow.runtime import current_runtime
 
     with session_scope(wave_env.url) as s:  # HR now depends on Finance, in the same wave
         s.add(PackageDependency(package_key=HR, depends_on=FIN))

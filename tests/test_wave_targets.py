@@ -12,15 +12,15 @@ from sqlmodel import select
 from flows.watch import watch_packages
 from flows.wave import release_wave
 from tests.support.flows import ScriptedMetrics, approver
-from wavekit.clock import as_utc
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Release, RolePackage
+from wavekit.adapters.store.packages import load_package_view
+from wavekit.adapters.targets.base import Target
+from wavekit.domain.clock import as_utc
+from wavekit.domain.grants import Grant
 from wavekit.examples import EXAMPLE_CATALOG, seed_target
-from wavekit.grants import Grant
-from wavekit.models import Release, RolePackage
-from wavekit.packages import load_package_view
-from wavekit.runtime import build_runtime, runtime_override
-from wavekit.settings import load_settings
-from wavekit.store import session_scope
-from wavekit.targets.base import Target
+from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
@@ -30,7 +30,7 @@ GROUPS = list(pd.read_csv(EXAMPLE_CATALOG / "entitlements.csv", dtype=str)["key"
 
 @pytest.fixture
 def scim_example(scim_directory) -> Iterator[tuple[Target, callable]]:  # type: ignore[valid-type]
-    from wavekit.targets.scim import ScimTarget, provision_scim_directory
+    from wavekit.adapters.targets.scim import ScimTarget, provision_scim_directory
 
     provision_scim_directory(scim_directory, IDENTITIES.to_dict("records"), GROUPS)
     targets = []
@@ -47,7 +47,7 @@ def scim_example(scim_directory) -> Iterator[tuple[Target, callable]]:  # type: 
 @pytest.fixture
 def ldap_example(slapd_server) -> Iterator[tuple[Target, callable]]:  # type: ignore[valid-type]
     from tests.support.slapd import clear_subtree
-    from wavekit.targets.ldap import LdapTarget, provision_ldap_directory
+    from wavekit.adapters.targets.ldap import LdapTarget, provision_ldap_directory
 
     config = slapd_server.config
     for base in (config.group_base, config.user_base):

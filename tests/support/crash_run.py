@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from wavekit.approvals import auto_approver
-from wavekit.runtime import build_runtime, runtime_override
-from wavekit.settings import load_settings
-from wavekit.targets.sandbox import SandboxTarget
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.workflow.approvals import auto_approver
+from wavekit.workflow.runtime import build_runtime, runtime_override
 
 
 class SlowSandbox(SandboxTarget):

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from wavekit.approvals import auto_approver
-from wavekit.clock import as_utc
-from wavekit.grants import GrantSet
-from wavekit.models import Approval
-from wavekit.packages import PackageView
+from wavekit.adapters.store.models import Approval
+from wavekit.domain.clock import as_utc
+from wavekit.domain.grants import GrantSet
+from wavekit.domain.packages import PackageView
+from wavekit.workflow.approvals import auto_approver
 
 HEALTHY = {"adoption": 0.9, "access_drift": 0.0, "ticket_noise": 1.0, "exception_growth": 0.0,
            "export_anomaly": 0.5, "escalation_anomaly": 0.0}

@@ -44,7 +44,7 @@ def prefect_env(api: str, home: Path) -> dict[str, str]:
 # not see a PREFECT_API_URL given by temporary_settings (threads start without the context).
 APPROVER = """
 import sys, time
-from wavekit.approvals import auto_approver
+from wavekit.workflow.approvals import auto_approver
 with auto_approver(sys.argv[1], poll_seconds=0.5):
     while True:
         time.sleep(1)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.servers import missing_server
+from wavekit.adapters.targets.scim import ScimConfig, ScimTarget, provision_scim_directory
 from wavekit.devservers.scim import ScimServerUnavailable, fresh_tenant, run_local_scim_server
-from wavekit.targets.scim import ScimConfig, ScimTarget, provision_scim_directory
 
 CONTRACT_USERS = [f"u{i:02d}" for i in range(1, 31)]
 CONTRACT_GROUPS = ["ent-a", "ent-b", "ent-c", "ent-d"]

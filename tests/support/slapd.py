@@ -12,8 +12,13 @@ from ldap3 import SUBTREE
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 from tests.support.servers import missing_server
+from wavekit.adapters.targets.ldap import (
+    LdapConfig,
+    LdapTarget,
+    build_connection,
+    provision_ldap_directory,
+)
 from wavekit.devservers.slapd import LocalSlapd, SlapdUnavailable, TlsFiles
-from wavekit.targets.ldap import LdapConfig, LdapTarget, build_connection, provision_ldap_directory
 
 CONTRACT_USERS = [f"u{i:02d}" for i in range(1, 31)]
 CONTRACT_GROUPS = ["ent-a", "ent-b", "ent-c", "ent-d"]

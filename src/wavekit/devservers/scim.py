@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from wavekit.targets.scim import ScimConfig, ScimSession
+from wavekit.adapters.targets.scim import ScimConfig, ScimSession
 
 # scim2-server takes its bearer token only as a command-line flag, which any local user can
 # read in the process list; this launcher appends it from the environment instead.

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from wavekit.targets.ldap import LdapConfig, LdapTarget, ensure_base_entries
+from wavekit.adapters.targets.ldap import LdapConfig, LdapTarget, ensure_base_entries
 
 SLAPD_CANDIDATES = ("/usr/sbin/slapd", "/usr/local/libexec/slapd")
 SCHEMA_DIR = Path("/etc/ldap/schema")

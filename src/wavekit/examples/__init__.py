@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wavekit.grants import Grant
-from wavekit.targets.base import ApplyResult, Target
+from wavekit.adapters.targets.base import ApplyResult, Target
+from wavekit.domain.grants import Grant
 
 EXAMPLE_CATALOG = Path(__file__).parent / "catalog"
 SANDBOX_SEED = EXAMPLE_CATALOG / "sandbox_seed.csv"

@@ -1,0 +1,49 @@
+"""Settings from environment variables (prefix WAVEKIT_); blocks can override them at run start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".wavekit"
+
+
+class Settings(BaseSettings):
+    """Every knob wavekit reads; documented in the README's Configuration section."""
+
+    model_config = SettingsConfigDict(env_prefix="WAVEKIT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    target: str = "sandbox"
+    batch_size: int = 500
+    approval_deadline_hours: float = 24.0
+    approval_reminder_hours: float = 4.0
+    approval_escalate_hours: float = 8.0
+    approval_poll_seconds: int = 5
+    review_cadence_days: int = 30
+    prefect_ui_url: str = "http://127.0.0.1:4200"
+    # Telemetry drop directory the nightly run loads (WAVEKIT_TELEMETRY_DIR); none by default.
+    telemetry_dir: Path | None = None
+    # Operational guards (MFA, session timeouts...) the target environment enforces; a package
+    # that requires a guard not listed here is held by the operational_guards gate.
+    enforced_guards: str = "mfa,session_timeout"
+
+    @property
+    def enforced_guard_set(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.enforced_guards.split(",") if g.strip())
+
+    def resolved_database_url(self) -> str:
+        """The store URL: WAVEKIT_DATABASE_URL, else a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'wavekit.db'}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,261 @@
+"""The store's tables (SQLModel): catalog, target sandbox, releases, bundles, audit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from wavekit.domain.clock import utcnow
+from wavekit.domain.states import PackageState
+
+
+def _json(default: Any = None) -> Any:
+    return Field(default_factory=lambda: [] if default is None else default,
+                 sa_column=Column(JSON, nullable=False))
+
+
+# ---------------------------------------------------------------- catalog
+
+
+class Identity(SQLModel, table=True):
+    """A person or service account, keyed by the name targets know it by (userName / uid)."""
+
+    id: str = Field(primary_key=True)
+    display_name: str
+    email: str | None = None
+    department: str | None = Field(default=None, index=True)
+    business_unit: str | None = Field(default=None, index=True)
+    title: str | None = None
+    location: str | None = None
+    kind: str = "person"  # person | service
+    active: bool = True
+    slack_id: str | None = None
+    manager: str | None = None
+
+
+class Entitlement(SQLModel, table=True):
+    """Something an identity can hold on a target: a SCIM Group or an LDAP group."""
+
+    key: str = Field(primary_key=True)
+    name: str
+    system: str | None = None
+    description: str | None = None
+    privileged: bool = False
+
+
+class RolePackage(SQLModel, table=True):
+    """A reviewed role ready for production, with its current state."""
+
+    key: str = Field(primary_key=True)
+    name: str
+    description: str = ""
+    owner_name: str
+    owner_slack_id: str | None = None
+    owner_email: str | None = None
+    delegates: list[dict[str, str]] = _json()  # [{"name": ..., "slack_id": ...}]
+    business_unit: str | None = None
+    risk: str = "low"  # low | medium | high
+    wave: int | None = Field(default=None, index=True)
+    release_date: date | None = None
+    release_tentative: bool = False
+    watch_days: int = 14
+    telemetry_focus: str = ""
+    health: dict[str, Any] = _json({})  # health-check overrides from the catalog
+    fallback_plan: str = ""
+    fallback_drill: str = "pending"  # signed | pending | not_required
+    rollback_only: bool = False
+    retire_in_launch_window: bool = False
+    population_rule: str | None = None  # pandas query over identities, for coverage health
+    guards: list[str] = _json()  # operational guards required before deploy, e.g. "mfa"
+    maintenance_note: str = ""
+    state: PackageState = PackageState.SCHEDULED
+    state_reason: str = ""
+    state_changed_at: datetime = Field(default_factory=utcnow)
+    last_review_at: datetime | None = None
+
+
+class PackageMember(SQLModel, table=True):
+    package_key: str = Field(foreign_key="rolepackage.key", primary_key=True)
+    identity_id: str = Field(foreign_key="identity.id", primary_key=True, index=True)
+
+
+class PackageEntitlement(SQLModel, table=True):
+    """How a package uses an entitlement: grant it, remove it at launch, or retire it (legacy)."""
+
+    package_key: str = Field(foreign_key="rolepackage.key", primary_key=True)
+    entitlement_key: str = Field(foreign_key="entitlement.key", primary_key=True)
+    usage: str = Field(default="grant", primary_key=True)  # grant | remove | retire
+
+
+class PackageDependency(SQLModel, table=True):
+    package_key: str = Field(foreign_key="rolepackage.key", primary_key=True)
+    depends_on: str = Field(foreign_key="rolepackage.key", primary_key=True)
+
+
+class SodRule(SQLModel, table=True):
+    """Two entitlements no identity may hold together (separation of duties)."""
+
+    key: str = Field(primary_key=True)
+    entitlement_a: str = Field(foreign_key="entitlement.key")
+    entitlement_b: str = Field(foreign_key="entitlement.key")
+    description: str = ""
+
+
+class Wave(SQLModel, table=True):
+    number: int = Field(primary_key=True)
+    name: str = ""
+    window_start: date | None = None
+    window_end: date | None = None
+
+
+# ---------------------------------------------------------------- sandbox target
+
+
+class SandboxGrant(SQLModel, table=True):
+    """The sandbox target's grants, kept in the store; the default target."""
+
+    __table_args__ = (Index("ix_sandboxgrant_entitlement", "sandbox", "entitlement"),)
+
+    sandbox: str = Field(default="default", primary_key=True)
+    identity: str = Field(primary_key=True)
+    entitlement: str = Field(primary_key=True)
+
+
+# ---------------------------------------------------------------- releases
+
+
+class Release(SQLModel, table=True):
+    """One attempt to roll a package out; re-runs of the same wave reuse the open attempt."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    package_key: str = Field(foreign_key="rolepackage.key", index=True)
+    wave: int | None = None
+    target: str = "sandbox"
+    flow_run_id: str | None = None
+    triggered_by: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    approved_at: datetime | None = None
+    approved_by: str | None = None
+    deploy_started_at: datetime | None = None
+    deployed_at: datetime | None = None
+    watch_ends_at: datetime | None = None
+    next_check_at: datetime | None = None
+    stable_at: datetime | None = None
+    legacy_retired_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+    rollback_reason: str | None = None
+    closed: bool = False
+    adds: int = 0
+    removes: int = 0
+    retirements: int = 0
+    applied_batches: int = 0
+
+
+class BundleGrant(SQLModel, table=True):
+    """A grant in a release's bundle.
+
+    kind "prior" rows are the scope as read before the first write (what rollback restores);
+    kind "add" / "remove" / "retire" rows are the plan's touched grants.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("release_id", "kind", "identity", "entitlement"),
+        Index("ix_bundlegrant_release_kind", "release_id", "kind"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    release_id: int = Field(foreign_key="release.id")
+    kind: str
+    identity: str
+    entitlement: str
+
+
+class BundleScope(SQLModel, table=True):
+    """The entitlements a release's prior snapshot covers (the snapshot is complete for them)."""
+
+    release_id: int = Field(foreign_key="release.id", primary_key=True)
+    entitlement: str = Field(primary_key=True)
+
+
+class Approval(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    package_key: str = Field(index=True)
+    flow_run_id: str | None = None
+    channel: str = "prefect-ui"  # prefect-ui | slack
+    requested_at: datetime = Field(default_factory=utcnow)
+    deadline: datetime | None = None
+    reminder_sent_at: datetime | None = None
+    escalated_at: datetime | None = None
+    decided_at: datetime | None = None
+    decision: str | None = None  # approved | rejected | timeout
+    approver: str | None = None
+    comment: str | None = None
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+
+
+class HealthCheckResult(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("release_id", "check_name", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    package_key: str = Field(index=True)
+    check_name: str
+    due_at: datetime
+    measured_at: datetime
+    value: float | None = None
+    threshold: float | None = None
+    verdict: str  # passed | failed | inconclusive
+    detail: str = ""
+
+
+class TelemetrySample(SQLModel, table=True):
+    """One telemetry event, normalised: usage, ticket, exception, export or assignment change."""
+
+    __table_args__ = (Index("ix_telemetry_kind_at", "kind", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    at: datetime
+    package_key: str | None = Field(default=None, index=True)
+    identity: str | None = None
+    entitlement: str | None = None
+    category: str | None = None
+    value: float = 1.0
+    source: str = ""
+
+
+class MaintenanceTask(SQLModel, table=True):
+    """An open or closed backlog item; `dedupe_key` keeps the nightly run from opening twins."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(unique=True)
+    package_key: str | None = Field(default=None, index=True)
+    kind: str  # tuning | exception_review | ownership_renewal | legacy_retirement | drill | anomaly
+    reason: str
+    opened_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = "wavekit"
+    action: str = Field(index=True)
+    package_key: str | None = Field(default=None, index=True)
+    wave: int | None = None
+    release_id: int | None = None
+    flow_run_id: str | None = None
+    detail: dict[str, Any] = _json({})
+
+
+class SlackRequestSeen(SQLModel, table=True):
+    """Signatures of Slack requests already handled: a replayed request is refused."""
+
+    signature: str = Field(primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)

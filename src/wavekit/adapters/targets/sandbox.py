@@ -1,0 +1,85 @@
+"""The sandbox target: grants kept in the wavekit store. The default, and the demo's target."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from sqlalchemy import delete, tuple_
+from sqlmodel import select
+
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import SandboxGrant
+from wavekit.adapters.targets.base import (
+    ApplyResult,
+    BatchResult,
+    ProgressCallback,
+    apply_in_batches,
+)
+from wavekit.domain.grants import Grant, GrantSet
+
+_CHUNK = 500  # IN-list size that stays under SQLite's bound-parameter limit
+
+
+class SandboxTarget:
+    """A target whose grants live in the store table `sandboxgrant` under a sandbox name."""
+
+    def __init__(self, database_url: str, sandbox: str = "default") -> None:
+        self.database_url = database_url
+        self.sandbox = sandbox
+        self.name = f"sandbox:{sandbox}"
+
+    def read_grants(self, entitlements: Collection[str]) -> GrantSet:
+        wanted = sorted(set(entitlements))
+        found: set[Grant] = set()
+        with session_scope(self.database_url) as s:
+            for i in range(0, len(wanted), _CHUNK):
+                rows = s.exec(
+                    select(SandboxGrant.identity, SandboxGrant.entitlement).where(
+                        SandboxGrant.sandbox == self.sandbox,
+                        SandboxGrant.entitlement.in_(wanted[i : i + _CHUNK]),  # type: ignore[attr-defined]
+                    )
+                )
+                found.update(Grant(i_, e) for i_, e in rows)
+        return frozenset(found)
+
+    def apply(
+        self,
+        adds: Iterable[Grant],
+        removes: Iterable[Grant],
+        *,
+        batch_size: int = 500,
+        on_batch: ProgressCallback | None = None,
+    ) -> ApplyResult:
+        return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)
+
+    def _apply_batch(self, index: int, adds: list[Grant], removes: list[Grant]) -> BatchResult:
+        # One transaction per batch: a crash loses at most the batch in flight, never half of it.
+        touched = adds + removes
+        with session_scope(self.database_url) as s:
+            present = self._present(s, touched)
+            to_add = [g for g in adds if g not in present]
+            to_remove = [g for g in removes if g in present]
+            s.add_all(SandboxGrant(sandbox=self.sandbox, identity=g.identity,
+                                   entitlement=g.entitlement) for g in to_add)
+            for i in range(0, len(to_remove), _CHUNK):
+                pairs = [(g.identity, g.entitlement) for g in to_remove[i : i + _CHUNK]]
+                s.exec(delete(SandboxGrant).where(
+                    SandboxGrant.sandbox == self.sandbox,
+                    tuple_(SandboxGrant.identity, SandboxGrant.entitlement).in_(pairs),
+                ))
+        return BatchResult(index, len(to_add), len(to_remove), len(touched) - len(to_add)
+                           - len(to_remove))
+
+    def _present(self, s, grants: list[Grant]) -> set[Grant]:  # type: ignore[no-untyped-def]
+        present: set[Grant] = set()
+        for i in range(0, len(grants), _CHUNK):
+            pairs = [(g.identity, g.entitlement) for g in grants[i : i + _CHUNK]]
+            rows = s.exec(select(SandboxGrant.identity, SandboxGrant.entitlement).where(
+                SandboxGrant.sandbox == self.sandbox,
+                tuple_(SandboxGrant.identity, SandboxGrant.entitlement).in_(pairs),
+            ))
+            present.update(Grant(a, b) for a, b in rows)
+        return present
+
+    def close(self) -> None:
+        """Nothing to release: sessions are opened per call."""

@@ -1,0 +1,311 @@
+"""The portal's KPIs (Stage 7 - Deploy & Maintain), computed from the store.
+
+- wave_ready: the lowest wave that still holds unreleased packages, and how many it holds.
+  Unreleased = a releasable state (states.RELEASABLE) and no live release.
+- roles_monitored: live packages, tracked through post-release telemetry. Live = watching or
+  stable, or needs_tuning with a deployed release not rolled back (a package can also need
+  tuning before it ever ships; that one is not in production).
+- maintenance_tasks_open: backlog items opened by as_of and not closed by then.
+- coverage_health: share of live packages with a population rule that are aligned: at least
+  90% of members are active identities matching the rule (and, if asked, the members cover
+  a minimum share of the rule's population; off by default because catalog rules describe
+  who may hold a role, not who must).
+- deploy_confidence: 0..100 per package, the sum of the weights of readiness factors met
+  (FACTOR_WEIGHTS); every factor is listed with its points and why.
+- median_deploy_time: median of approved_at -> deployed_at over releases deployed by as_of;
+  median_time_to_stable: approved_at -> stable_at.
+- fallback_tested: (packages whose fallback drill is signed, packages with a fallback plan).
+- action_counts: packages per portal action (action_for), active_waves: waves with a package
+  handing off, deploying, watching or rolling back.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlmodel import Session, func, or_, select
+
+from wavekit.adapters.store.models import (
+    HealthCheckResult,
+    Identity,
+    MaintenanceTask,
+    PackageDependency,
+    PackageEntitlement,
+    PackageMember,
+    Release,
+    RolePackage,
+)
+from wavekit.domain.clock import as_utc
+from wavekit.domain.states import RELEASABLE, PackageState
+
+S = PackageState
+ACTIONS = ("Release", "Monitor", "Tune", "Rollback")
+_ACTION = {
+    S.RELEASE_READY: "Release", S.AWAITING_HANDOFF: "Release", S.DEPLOYING: "Release",
+    S.SCHEDULED: "Monitor", S.MONITORING: "Monitor", S.WATCHING: "Monitor", S.STABLE: "Monitor",
+    S.NEEDS_TUNING: "Tune", S.HELD: "Tune",
+    S.ROLLBACK_READY: "Rollback", S.ROLLING_BACK: "Rollback", S.ROLLED_BACK: "Rollback",
+}
+IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.ROLLING_BACK})
+FACTOR_WEIGHTS = {
+    "Named owner": 15,
+    "Owner reachable in Slack": 10,
+    "Fallback plan defined": 15,
+    "Fallback drill signed": 15,
+    "Dependencies stable": 10,
+    "Clean release history": 10,
+    "Risk level": 10,
+    "Telemetry plan and watch window": 15,
+}
+RISK_POINTS = {"low": 1.0, "medium": 0.5, "high": 0.0}  # share of the risk factor's weight
+
+
+def action_for(state: PackageState | str) -> str:
+    """The portal's action for a state: Release, Monitor, Tune or Rollback (the one rule)."""
+    return _ACTION[PackageState(state)]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One readiness factor: its weight, the points earned and why."""
+
+    name: str
+    weight: int
+    points: int
+    detail: str
+
+    @property
+    def met(self) -> bool:
+        return self.points == self.weight
+
+
+@dataclass(frozen=True)
+class DeployConfidence:
+    score: int  # 0..100, the sum of the factors' points
+    factors: tuple[Factor, ...]
+
+    @property
+    def level(self) -> str:
+        """Operations readiness as the portal words it."""
+        return "High" if self.score >= 85 else "Medium" if self.score >= 60 else "Low"
+
+
+@dataclass(frozen=True)
+class WaveReady:
+    wave: int
+    packages: tuple[str, ...]  # unreleased packages in the wave
+    release_ready: int  # of which in state release_ready
+
+    @property
+    def count(self) -> int:
+        return len(self.packages)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How one live package's members compare with its population rule."""
+
+    key: str
+    members: int
+    matching: int  # members who are active identities matching the rule
+    population: int  # active identities matching the rule
+    aligned: bool
+
+    @property
+    def member_share(self) -> float:
+        return self.matching / self.members if self.members else 0.0
+
+    @property
+    def population_share(self) -> float:
+        return self.matching / self.population if self.population else 0.0
+
+
+@dataclass(frozen=True)
+class PackageRow:
+    """One row of the dashboard's package table."""
+
+    key: str
+    name: str
+    wave: int | None
+    risk: str
+    state: str
+    state_label: str
+    action: str
+    members: int
+    entitlements: int
+    watch_days: int
+    telemetry_focus: str
+    maintenance_note: str
+    confidence: DeployConfidence
+
+
+@dataclass(frozen=True)
+class PortalKpis:
+    as_of: datetime
+    wave_ready: WaveReady | None
+    roles_monitored: int
+    maintenance_tasks_open: int
+    coverage_health: float | None
+    coverage: tuple[Coverage, ...]
+    deploy_confidence: dict[str, DeployConfidence]
+    median_deploy_time: timedelta | None
+    median_time_to_stable: timedelta | None
+    fallback_tested: tuple[int, int]
+    review_cadence_days: int
+    action_counts: dict[str, int]
+    active_waves: tuple[int, ...]
+    packages: tuple[PackageRow, ...]
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageState],
+                      failed_checks: int, rollbacks: int) -> DeployConfidence:
+    """Score a package's readiness; `dependency_states` maps each depends_on key to its state."""
+    w = FACTOR_WEIGHTS
+
+    def factor(name: str, ok: bool, detail: str) -> Factor:
+        return Factor(name, w[name], w[name] if ok else 0, detail)
+
+    reachable = bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ())
+    unstable = sorted(k for k, st in dependency_states.items() if st != S.STABLE)
+    risk_share = RISK_POINTS.get(pkg.risk, 0.0)
+    factors = (
+        factor("Named owner", bool(pkg.owner_name.strip()), pkg.owner_name or "no owner"),
+        factor("Owner reachable in Slack", reachable,
+               "owner or a delegate has a Slack id" if reachable else "no Slack id"),
+        factor("Fallback plan defined", bool(pkg.fallback_plan.strip()),
+               pkg.fallback_plan or "no fallback plan"),
+        factor("Fallback drill signed", pkg.fallback_drill in ("signed", "not_required"),
+               f"drill {pkg.fallback_drill}"),
+        factor("Dependencies stable", not unstable,
+               "not stable: " + ", ".join(unstable) if unstable
+               else ("all stable" if dependency_states else "no dependencies")),
+        factor("Clean release history", failed_checks == 0 and rollbacks == 0,
+               f"{failed_checks} failed check(s), {rollbacks} rollback(s)"),
+        Factor("Risk level", w["Risk level"], round(w["Risk level"] * risk_share),
+               f"{pkg.risk} risk"),
+        factor("Telemetry plan and watch window",
+               pkg.watch_days >= 1 and bool(pkg.telemetry_focus.strip()),
+               f"{pkg.watch_days}-day watch, focus: {pkg.telemetry_focus or 'none'}"),
+    )
+    return DeployConfidence(score=sum(f.points for f in factors), factors=factors)
+
+
+def coverage_of(key: str, members: set[str], rule: str, identities: pd.DataFrame,
+                min_member_share: float = 0.9, min_population_share: float = 0.0) -> Coverage:
+    """Compare members with the active identities matching `rule` (a pandas query)."""
+    active = identities[identities["active"].astype(bool)]
+    population = set(active.query(rule)["id"]) if len(active) else set()
+    matching = len(members & population)
+    member_share = matching / len(members) if members else 0.0
+    population_share = matching / len(population) if population else 0.0
+    aligned = (bool(members) and member_share >= min_member_share
+               and population_share >= min_population_share)
+    return Coverage(key, len(members), matching, len(population), aligned)
+
+
+def _median(values: list[timedelta]) -> timedelta | None:
+    return statistics.median(values) if values else None
+
+
+# ------------------------------------------------------------------ reading the store
+
+
+def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int = 30,
+                 min_member_share: float = 0.9, min_population_share: float = 0.0
+                 ) -> PortalKpis:
+    """Every KPI on the portal page, from the store, as of `as_of`."""
+    as_of = as_utc(as_of)
+    pkgs = sorted(session.exec(select(RolePackage)),
+                  key=lambda p: (p.wave is None, p.wave or 0, p.key))
+    states = {p.key: PackageState(p.state) for p in pkgs}
+    releases = [r for r in session.exec(select(Release))
+                if r.deployed_at is None or as_utc(r.deployed_at) <= as_of]
+    live_release = {r.package_key for r in releases
+                    if r.deployed_at is not None and r.rolled_back_at is None}
+    live = {k for k, st in states.items()
+            if st in (S.WATCHING, S.STABLE) or (st == S.NEEDS_TUNING and k in live_release)}
+
+    # wave ready
+    unreleased = [p for p in pkgs
+                  if p.wave is not None and states[p.key] in RELEASABLE and p.key not in live]
+    wave_ready = None
+    if unreleased:
+        first = min(p.wave for p in unreleased if p.wave is not None)
+        in_wave = [p for p in unreleased if p.wave == first]
+        wave_ready = WaveReady(first, tuple(p.key for p in in_wave),
+                               sum(states[p.key] == S.RELEASE_READY for p in in_wave))
+
+    # open maintenance tasks as of as_of
+    open_tasks = session.exec(
+        select(func.count()).select_from(MaintenanceTask).where(
+            MaintenanceTask.opened_at <= as_of,
+            or_(MaintenanceTask.closed_at == None, MaintenanceTask.closed_at > as_of))  # noqa: E711
+    ).one()
+
+    # coverage health
+    members = pd.DataFrame(session.exec(select(PackageMember.package_key,
+                                               PackageMember.identity_id)).all(),
+                           columns=["package", "identity"])
+    by_pkg = members.groupby("package")["identity"].agg(set).to_dict()
+    identities = pd.read_sql_query(select(Identity), session.connection())
+    coverage = tuple(
+        coverage_of(p.key, by_pkg.get(p.key, set()), p.population_rule, identities,
+                    min_member_share, min_population_share)
+        for p in pkgs if p.key in live and p.population_rule and not identities.empty)
+    coverage_health = (sum(c.aligned for c in coverage) / len(coverage)) if coverage else None
+
+    # deploy confidence
+    deps: dict[str, list[str]] = {}
+    for k, d in session.exec(select(PackageDependency.package_key, PackageDependency.depends_on)):
+        deps.setdefault(k, []).append(d)
+    failed = dict(session.exec(select(HealthCheckResult.package_key, func.count())
+                               .where(HealthCheckResult.verdict == "failed")
+                               .group_by(HealthCheckResult.package_key)).all())
+    rollbacks: dict[str, int] = {}
+    for r in releases:
+        if r.rolled_back_at is not None and as_utc(r.rolled_back_at) <= as_of:
+            rollbacks[r.package_key] = rollbacks.get(r.package_key, 0) + 1
+    confidence = {p.key: deploy_confidence(p, {d: states[d] for d in deps.get(p.key, [])
+                                               if d in states},
+                                           failed.get(p.key, 0), rollbacks.get(p.key, 0))
+                  for p in pkgs}
+
+    # timings
+    approved = [r for r in releases if r.approved_at is not None]
+    deploy_times = [as_utc(r.deployed_at) - as_utc(r.approved_at) for r in approved
+                    if r.deployed_at is not None]
+    stable_times = [as_utc(r.stable_at) - as_utc(r.approved_at) for r in approved
+                    if r.stable_at is not None and as_utc(r.stable_at) <= as_of]
+
+    with_plan = [p for p in pkgs if p.fallback_plan.strip()]
+    actions = dict.fromkeys(ACTIONS, 0)
+    for st in states.values():
+        actions[action_for(st)] += 1
+    active = tuple(sorted({p.wave for p in pkgs if p.wave is not None
+                           and states[p.key] in IN_FLIGHT}))
+
+    ents = dict(session.exec(select(PackageEntitlement.package_key, func.count())
+                             .where(PackageEntitlement.usage == "grant")
+                             .group_by(PackageEntitlement.package_key)).all())
+    rows = tuple(PackageRow(
+        key=p.key, name=p.name, wave=p.wave, risk=p.risk, state=states[p.key].value,
+        state_label=states[p.key].label, action=action_for(states[p.key]),
+        members=len(by_pkg.get(p.key, ())), entitlements=ents.get(p.key, 0),
+        watch_days=p.watch_days, telemetry_focus=p.telemetry_focus,
+        maintenance_note=p.maintenance_note, confidence=confidence[p.key]) for p in pkgs)
+
+    return PortalKpis(
+        as_of=as_of, wave_ready=wave_ready, roles_monitored=len(live),
+        maintenance_tasks_open=open_tasks, coverage_health=coverage_health, coverage=coverage,
+        deploy_confidence=confidence, median_deploy_time=_median(deploy_times),
+        median_time_to_stable=_median(stable_times),
+        fallback_tested=(sum(p.fallback_drill == "signed" for p in with_plan), len(with_plan)),
+        review_cadence_days=review_cadence_days, action_counts=actions, active_waves=active,
+        packages=rows,
+    )

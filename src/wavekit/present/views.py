@@ -1,0 +1,128 @@
+"""Rich tables for the terminal: wave plans and package status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import func, select
+
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import PackageEntitlement, PackageMember, RolePackage
+from wavekit.adapters.store.packages import load_package_view, package_keys_in_wave
+from wavekit.domain.clock import utcnow
+from wavekit.domain.planning import Plan, plan_package
+from wavekit.domain.states import PackageState
+from wavekit.workflow.runtime import Runtime
+
+
+def wave_plans(rt: Runtime, wave: int) -> list[tuple[str, Plan]]:
+    """(package name, plan) for every package in `wave`, read from the target; no writes."""
+    with session_scope(rt.database_url) as s:
+        views = [load_package_view(s, k) for k in package_keys_in_wave(s, wave)]
+    return [(v.name, plan_package(v, rt.target.read_grants(v.scope))) for v in views]
+
+
+def print_wave_plan(console: Console, rt: Runtime, wave: int) -> None:
+    plans = wave_plans(rt, wave)
+    if not plans:
+        console.print(f"No packages in wave {wave}.")
+        return
+    for name, plan in plans:
+        table = Table(title=f"Wave {wave} · {name}", title_justify="left")
+        table.add_column("change")
+        table.add_column("grants", justify="right")
+        table.add_column("entitlements")
+        for label, grants in (("add", plan.adds), ("remove", plan.removes),
+                              ("retire (legacy)", plan.retirements)):
+            ents = sorted({g.entitlement for g in grants})
+            table.add_row(label, str(len(grants)), ", ".join(ents) or "—")
+        console.print(table)
+    console.print(f"[dim]Plan only: nothing was written to {rt.target.name}.[/dim]")
+
+
+def status_rows(database_url: str) -> list[dict]:
+    """One row per package: wave, counts, risk and state, ordered by wave then key."""
+    with session_scope(database_url) as s:
+        members = dict(s.exec(select(PackageMember.package_key, func.count())
+                              .group_by(PackageMember.package_key)).all())
+        ents = dict(s.exec(select(PackageEntitlement.package_key, func.count())
+                           .where(PackageEntitlement.usage == "grant")
+                           .group_by(PackageEntitlement.package_key)).all())
+        pkgs = list(s.exec(select(RolePackage)))
+    pkgs.sort(key=lambda p: (p.wave is None, p.wave or 0, p.key))
+    return [{"key": p.key, "name": p.name, "wave": p.wave, "members": members.get(p.key, 0),
+             "entitlements": ents.get(p.key, 0), "risk": p.risk,
+             "state": PackageState(p.state).label, "reason": p.state_reason} for p in pkgs]
+
+
+def _hours(value) -> str:  # type: ignore[no-untyped-def]
+    return "—" if value is None else f"{value.total_seconds() / 3600:.0f}h"
+
+
+def kpi_lines(database_url: str, as_of: datetime | None = None,
+              review_cadence_days: int = 30) -> list[tuple[str, str]]:
+    """The portal's KPIs as (label, value) pairs: what `wavekit status` and the dashboard show."""
+    from wavekit.present.kpis import compute_kpis
+
+    with session_scope(database_url) as s:
+        k = compute_kpis(s, as_of or utcnow(), review_cadence_days=review_cadence_days)
+    ready = (f"{k.wave_ready.count} (wave {k.wave_ready.wave})" if k.wave_ready else "0")
+    coverage = "—" if k.coverage_health is None else f"{k.coverage_health:.0%}"
+    return [
+        ("Wave ready", ready), ("Roles monitored", str(k.roles_monitored)),
+        ("Maintenance tasks", str(k.maintenance_tasks_open)), ("Coverage health", coverage),
+        *[(f"Action: {a}", str(n)) for a, n in k.action_counts.items()],
+        ("Active waves", str(len(k.active_waves))),
+        ("Median deploy time", _hours(k.median_deploy_time)),
+        ("Fallback tested", f"{k.fallback_tested[0]}/{k.fallback_tested[1]}"),
+        ("Review cadence", f"{k.review_cadence_days} days"),
+        *[(f"Deploy confidence: {key}", f"{c.score}%") for key, c in
+          k.deploy_confidence.items()],
+    ]
+
+
+def print_status(console: Console, database_url: str, as_of: datetime | None = None,
+                 review_cadence_days: int = 30) -> None:
+    kpis = Table(title="Deploy & Maintain", title_justify="left", show_header=False)
+    kpis.add_column("KPI")
+    kpis.add_column("value", justify="right")
+    for label, value in kpi_lines(database_url, as_of, review_cadence_days):
+        kpis.add_row(label, value)
+    console.print(kpis)
+    table = Table(title="Role packages", title_justify="left")
+    for col, just in (("wave", "right"), ("package", "left"), ("members", "right"),
+                      ("entitlements", "right"), ("risk", "left"), ("state", "left"),
+                      ("reason", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in status_rows(database_url):
+        table.add_row(str(r["wave"] or "—"), r["name"], str(r["members"]),
+                      str(r["entitlements"]), r["risk"], r["state"], r["reason"])
+    console.print(table)
+
+
+def release_summary(database_url: str, wave: int) -> list[dict]:
+    """Per package of `wave`: state, what its latest release wrote, checks run, rollback proof."""
+    from wavekit.adapters.store import audit
+    from wavekit.adapters.store.models import HealthCheckResult, Release
+
+    out = []
+    with session_scope(database_url) as s:
+        for key in package_keys_in_wave(s, wave):
+            pkg = s.get(RolePackage, key)
+            rel = s.exec(select(Release).where(Release.package_key == key)
+                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+            checks = s.exec(select(func.count()).select_from(HealthCheckResult)
+                            .where(HealthCheckResult.package_key == key)).one()
+            proofs = audit.events(s, package_key=key, action="rollback_verified")
+            proof = "—"
+            if proofs:
+                d = proofs[-1].detail
+                proof = (f"prior {d['prior_count']} = read back {d['readback_count']}"
+                         if d["equal"] else f"MISMATCH {d['prior_count']}≠{d['readback_count']}")
+            out.append({"package": pkg.name, "state": PackageState(pkg.state).label,
+                        "adds": rel.adds if rel else 0, "removes": rel.removes if rel else 0,
+                        "retired": (rel.retirements if rel and rel.legacy_retired_at else 0),
+                        "checks": checks, "proof": proof})
+    return out

@@ -1,0 +1,469 @@
+"""The nightly maintenance decisions, as pure functions of data, and the backlog they keep.
+
+`plan_maintenance` looks at every package with its latest metrics, its health-check results
+and the open backlog, and decides (the lead's flow executes; nothing here writes a target):
+
+- rollback  a live package with a check failed more often than its failure limit in the
+            current release, or an anomaly while its health says `rollback_on_anomaly`
+- contain   a live package with an anomaly (bulk-export spike, unexpected escalation):
+            hold it and tell the owner
+- tune      a live package whose access drift, ticket noise or adoption breaks its check,
+            or whose exceptions grow too fast
+- renew     owner review older than the cadence (never reviewed: counted from deploy)
+- retire    legacy grants due: the watch ended with no check past its failure limit (or,
+            for packages that retire in the launch window, deploy is done) and they are
+            not retired yet
+- backlog   items to open and to close, keyed f"{kind}:{package_key}" so reruns never
+            open twins; an item closes only once its condition is seen clear (anomaly
+            reviews are closed by people)
+
+Metric limits are the watch's: `wavekit.domain.health.checks_for(package.health)` (thresholds,
+bounds, start delays and failure limits, with the catalog's per-check overrides), so the
+nightly run never judges a package by other numbers than its watch did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import (
+    HealthCheckResult,
+    MaintenanceTask,
+    PackageEntitlement,
+    Release,
+    RolePackage,
+)
+from wavekit.adapters.telemetry import ingest_telemetry
+from wavekit.domain.clock import as_utc
+from wavekit.domain.health import HealthCheck, Verdict, checks_for
+from wavekit.domain.states import DEPLOYED, PackageState
+
+if TYPE_CHECKING:
+    from wavekit.workflow.runtime import Runtime
+
+Metrics = Mapping[str, float | None]
+MANAGED_KINDS = ("tuning", "exception_review", "ownership_renewal", "legacy_retirement",
+                 "drill", "anomaly")
+
+
+@dataclass(frozen=True)
+class MaintenanceThresholds:
+    """The nightly run's own limits; metric limits come from the health checks."""
+
+    review_cadence_days: int = 30  # settings.review_cadence_days
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    """What maintenance needs about a package and its current release."""
+
+    key: str
+    state: PackageState
+    name: str = ""
+    health: Mapping[str, Any] = field(default_factory=dict)
+    fallback_plan: str = ""
+    fallback_drill: str = "pending"
+    has_legacy: bool = False  # the package retires legacy grants
+    retire_in_launch_window: bool = False
+    release_id: int | None = None
+    deployed_at: datetime | None = None  # None unless the current release is deployed, live
+    watch_ends_at: datetime | None = None
+    legacy_retired_at: datetime | None = None
+    last_review_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        """Grants are on the target: a deployed state and a deployed release."""
+        return self.state in DEPLOYED and self.deployed_at is not None
+
+
+class TaskRef(NamedTuple):
+    dedupe_key: str
+    package_key: str | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    package_key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BacklogItem:
+    dedupe_key: str
+    package_key: str | None
+    kind: str
+    reason: str  # why it opens, or why it closes
+
+
+@dataclass(frozen=True)
+class MaintenancePlan:
+    as_of: datetime
+    rollback: tuple[Decision, ...] = ()
+    contain: tuple[Decision, ...] = ()
+    tune: tuple[Decision, ...] = ()
+    renew_ownership: tuple[Decision, ...] = ()
+    retire_legacy: tuple[Decision, ...] = ()
+    open: tuple[BacklogItem, ...] = ()
+    close: tuple[BacklogItem, ...] = ()
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the nightly report."""
+        return {name: len(getattr(self, name)) for name in (
+            "rollback", "contain", "tune", "renew_ownership", "retire_legacy", "open", "close")}
+
+
+def task_key(kind: str, package_key: str) -> str:
+    """The backlog's dedupe key: one open item per kind and package."""
+    return f"{kind}:{package_key}"
+
+
+# ------------------------------------------------------------------ pure rules
+
+
+def failed_checks(results: pd.DataFrame, pkg: PackageFacts) -> dict[str, int]:
+    """Failed measurements per check in the package's current release (all if unknown)."""
+    if results.empty:
+        return {}
+    mine = results[results["package_key"] == pkg.key]
+    if pkg.release_id is not None and "release_id" in mine.columns:
+        mine = mine[mine["release_id"] == pkg.release_id]
+    failed = mine[mine["verdict"] == "failed"]
+    return {str(k): int(v) for k, v in failed.groupby("check_name").size().items()}
+
+
+def _label(check: HealthCheck) -> str:
+    return check.name.replace("_", " ")
+
+
+def _breach(check: HealthCheck, value: float) -> str:
+    """Why a measurement breaks its check, in words."""
+    if check.metric == "export_anomaly":
+        return f"bulk export spike (robust z {value:.1f})"
+    if check.metric == "escalation_anomaly":
+        return f"{value:.0f} unexpected privileged escalation(s)"
+    if check.metric == "adoption":
+        return f"adoption {value:.0%} below {check.threshold:.0%}"
+    side = "above" if check.bound == "max" else "below"
+    return f"{_label(check)} {value:.2f} {side} {check.threshold:g}"
+
+
+def _failed(check: HealthCheck, m: Metrics) -> str | None:
+    value = m.get(check.metric)
+    if value is None or check.judge(value) != Verdict.FAILED:
+        return None
+    return _breach(check, value)
+
+
+def anomalies(checks: Iterable[HealthCheck], m: Metrics) -> list[str]:
+    """Reasons to contain: a bulk-export spike or unexpected privileged escalations."""
+    return [r for c in checks if c.anomaly and (r := _failed(c, m))]
+
+
+def _review_due(pkg: PackageFacts, as_of: datetime, cadence: int) -> str | None:
+    since = pkg.last_review_at or pkg.deployed_at
+    if since is None:
+        return None
+    days = (as_utc(as_of) - as_utc(since)) / timedelta(days=1)
+    if days < cadence:
+        return None
+    what = "last owner review" if pkg.last_review_at else "never reviewed; deployed"
+    return f"{what} {as_utc(since):%Y-%m-%d}, {days:.0f} days ago (cadence {cadence} days)"
+
+
+def _retirement_due(pkg: PackageFacts, failing: bool, as_of: datetime) -> str | None:
+    """Legacy grants are due for retirement once the watch (or launch window) passed."""
+    if not (pkg.live and pkg.has_legacy) or pkg.legacy_retired_at is not None or failing:
+        return None
+    due = pkg.deployed_at if pkg.retire_in_launch_window else pkg.watch_ends_at
+    if due is None or as_utc(as_of) < as_utc(due):
+        return None
+    when = "launch window" if pkg.retire_in_launch_window else "watch"
+    return f"{when} passed on {as_utc(due):%Y-%m-%d}; legacy grants still held"
+
+
+def plan_maintenance(
+    packages: Sequence[PackageFacts],
+    metrics: Mapping[str, Metrics],
+    results: pd.DataFrame,
+    open_tasks: Iterable[TaskRef | MaintenanceTask],
+    as_of: datetime,
+    thresholds: MaintenanceThresholds = MaintenanceThresholds(),
+) -> MaintenancePlan:
+    """Tonight's decisions and backlog changes; pure, so it is tested without a store.
+
+    `metrics` maps package keys to measure_package results (missing = not measured tonight);
+    `results` holds HealthCheckResult rows (package_key, release_id, check_name, verdict).
+    """
+    t = thresholds
+    rollback: list[Decision] = []
+    contain: list[Decision] = []
+    tune: list[Decision] = []
+    renew: list[Decision] = []
+    retire: list[Decision] = []
+    wanted: dict[str, BacklogItem] = {}
+    cleared: dict[str, str] = {}  # dedupe key -> why it can close
+
+    def want(kind: str, key: str, reason: str) -> None:
+        wanted[task_key(kind, key)] = BacklogItem(task_key(kind, key), key, kind, reason)
+
+    for pkg in packages:
+        key = pkg.key
+        if pkg.fallback_plan and pkg.fallback_drill == "pending":
+            want("drill", key, "fallback drill not signed: rehearse the rollback and sign it")
+        else:
+            cleared[task_key("drill", key)] = (f"fallback drill {pkg.fallback_drill}"
+                                               if pkg.fallback_plan else "no fallback plan")
+        review = _review_due(pkg, as_of, t.review_cadence_days) if pkg.live else None
+        if review:
+            renew.append(Decision(key, review))
+            want("ownership_renewal", key, review)
+        elif pkg.last_review_at is not None:
+            cleared[task_key("ownership_renewal", key)] = (
+                f"owner reviewed on {as_utc(pkg.last_review_at):%Y-%m-%d}")
+        checks = checks_for(pkg.health)
+        failures = failed_checks(results, pkg) if pkg.live else {}
+        exhausted = [f"{c.name} failed {failures[c.name]} time(s) (limit {c.failure_limit})"
+                     for c in checks if failures.get(c.name, 0) > c.failure_limit]
+        retirement = _retirement_due(pkg, bool(exhausted), as_of)
+        if retirement:
+            retire.append(Decision(key, retirement))
+            want("legacy_retirement", key, retirement)
+        elif pkg.legacy_retired_at is not None:
+            cleared[task_key("legacy_retirement", key)] = (
+                f"legacy grants retired on {as_utc(pkg.legacy_retired_at):%Y-%m-%d}")
+        elif not pkg.live:
+            cleared[task_key("legacy_retirement", key)] = "package is no longer deployed"
+
+        if not pkg.live:
+            continue
+        m = metrics.get(key)
+        found = anomalies(checks, m) if m is not None else []
+        if found and pkg.health.get("rollback_on_anomaly"):
+            exhausted += [f"anomaly with rollback_on_anomaly: {a}" for a in found]
+        elif found:
+            contain.append(Decision(key, "; ".join(found)))
+        if found:
+            want("anomaly", key, "; ".join(found) + ": review with the owner")
+        if exhausted:
+            rollback.append(Decision(key, "; ".join(exhausted)))
+            continue
+        if m is None:
+            continue
+        age = as_utc(as_of) - as_utc(pkg.deployed_at)  # type: ignore[arg-type]
+        started = [c for c in checks if not c.anomaly and age >= c.start_after]
+        tuning = [c for c in started if c.name != "exception_growth"]
+        reasons = [r for c in tuning if (r := _failed(c, m))]
+        growth = next((c for c in started if c.name == "exception_growth"), None)
+        growing = _failed(growth, m) if growth else None
+        if reasons or growing:
+            tune.append(Decision(key, "; ".join(reasons + ([growing] if growing else []))))
+        if reasons:
+            want("tuning", key, "; ".join(reasons))
+        elif tuning and all(m.get(c.metric) is not None for c in tuning):
+            names = [_label(c) for c in tuning]
+            cleared[task_key("tuning", key)] = (
+                ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+            ) + " within limits"
+        if growing:
+            want("exception_review", key, growing)
+        elif growth is not None and m.get(growth.metric) is not None:
+            cleared[task_key("exception_review", key)] = "exception growth within limits"
+
+    known = {p.key for p in packages}
+    open_refs = [TaskRef(o.dedupe_key, o.package_key, o.kind) for o in open_tasks
+                 if getattr(o, "closed_at", None) is None]
+    open_keys = {r.dedupe_key for r in open_refs}
+    to_open = tuple(item for k, item in sorted(wanted.items()) if k not in open_keys)
+    to_close = []
+    for ref in sorted(open_refs):
+        if ref.kind not in MANAGED_KINDS or ref.dedupe_key in wanted:
+            continue
+        if ref.package_key is not None and ref.package_key not in known:
+            why: str | None = "package is no longer in the catalog"
+        else:
+            why = cleared.get(ref.dedupe_key)
+        if why:
+            to_close.append(BacklogItem(ref.dedupe_key, ref.package_key, ref.kind, why))
+    return MaintenancePlan(
+        as_of=as_utc(as_of), rollback=tuple(rollback), contain=tuple(contain), tune=tuple(tune),
+        renew_ownership=tuple(renew), retire_legacy=tuple(retire), open=to_open,
+        close=tuple(to_close))
+
+
+# ------------------------------------------------------------------ the store
+
+
+def apply_backlog(session: Session, plan: MaintenancePlan, as_of: datetime
+                  ) -> tuple[list[MaintenanceTask], list[MaintenanceTask]]:
+    """Open and close the plan's backlog items (idempotent); return (opened, closed).
+
+    A closed item whose condition returns is reopened (dedupe keys are unique), never twinned.
+    """
+    as_of = as_utc(as_of)
+    keys = [i.dedupe_key for i in (*plan.open, *plan.close)]
+    existing = {t.dedupe_key: t for t in session.exec(
+        select(MaintenanceTask).where(MaintenanceTask.dedupe_key.in_(keys)))}  # type: ignore[attr-defined]
+    opened: list[MaintenanceTask] = []
+    closed: list[MaintenanceTask] = []
+    for item in plan.open:
+        task = existing.get(item.dedupe_key)
+        if task is not None and task.closed_at is None:
+            continue
+        if task is None:
+            task = MaintenanceTask(dedupe_key=item.dedupe_key, package_key=item.package_key,
+                                   kind=item.kind, reason=item.reason, opened_at=as_of)
+        else:
+            task.reason, task.opened_at = item.reason, as_of
+            task.closed_at, task.close_reason = None, None
+        session.add(task)
+        opened.append(task)
+        audit.record(session, "maintenance_task_opened", package_key=item.package_key, at=as_of,
+                     dedupe_key=item.dedupe_key, kind=item.kind, reason=item.reason)
+    for item in plan.close:
+        task = existing.get(item.dedupe_key)
+        if task is None or task.closed_at is not None:
+            continue
+        task.closed_at, task.close_reason = as_of, item.reason
+        session.add(task)
+        closed.append(task)
+        audit.record(session, "maintenance_task_closed", package_key=item.package_key, at=as_of,
+                     dedupe_key=item.dedupe_key, kind=item.kind, reason=item.reason)
+    session.flush()
+    return opened, closed
+
+
+@dataclass(frozen=True)
+class MaintenanceInputs:
+    """What plan_maintenance reads from the store (metrics are measured separately)."""
+
+    packages: list[PackageFacts]
+    results: pd.DataFrame
+    open_tasks: list[TaskRef]
+
+
+def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
+    """Packages with their latest release, every health-check result, and the open backlog."""
+    latest: dict[str, Release] = {}
+    for r in session.exec(select(Release).order_by(Release.id)):  # type: ignore[arg-type]
+        latest[r.package_key] = r
+    legacy = set(session.exec(select(PackageEntitlement.package_key)
+                              .where(PackageEntitlement.usage == "retire")))
+    facts = []
+    for p in session.exec(select(RolePackage).order_by(RolePackage.key)):  # type: ignore[arg-type]
+        r = latest.get(p.key)
+        deployed = r.deployed_at if r is not None and r.rolled_back_at is None else None
+        facts.append(PackageFacts(
+            key=p.key, name=p.name, state=PackageState(p.state), health=dict(p.health or {}),
+            fallback_plan=p.fallback_plan, fallback_drill=p.fallback_drill,
+            has_legacy=p.key in legacy, retire_in_launch_window=p.retire_in_launch_window,
+            release_id=r.id if r is not None else None, deployed_at=deployed,
+            watch_ends_at=r.watch_ends_at if r is not None else None,
+            legacy_retired_at=r.legacy_retired_at if r is not None else None,
+            last_review_at=p.last_review_at))
+    rows = session.exec(select(HealthCheckResult.release_id, HealthCheckResult.package_key,
+                               HealthCheckResult.check_name, HealthCheckResult.verdict,
+                               HealthCheckResult.due_at)).all()
+    results = pd.DataFrame(rows, columns=["release_id", "package_key", "check_name", "verdict",
+                                          "due_at"])
+    tasks = session.exec(select(MaintenanceTask.dedupe_key, MaintenanceTask.package_key,
+                                MaintenanceTask.kind)
+                         .where(MaintenanceTask.closed_at == None)).all()  # noqa: E711
+    return MaintenanceInputs(packages=facts, results=results,
+                             open_tasks=[TaskRef(*t) for t in tasks])
+
+
+# ------------------------------------------------------------------ the nightly run's I/O
+
+
+def refresh_telemetry(rt: Runtime, directory: str | None) -> dict[str, int]:
+    """Ingest every telemetry file in `directory` (re-ingesting a file replaces its rows)."""
+    if not directory or not Path(directory).is_dir():
+        return {}
+    files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".csv", ".json"))
+    return ingest_telemetry(rt.database_url, files) if files else {}
+
+
+def sweep_approval_deadlines(rt: Runtime, as_of: datetime) -> int:
+    """Remind, escalate and time out pending owner handoffs; resume timed-out runs."""
+    from wavekit.adapters.slack.deadlines import apply_deadlines
+    from wavekit.adapters.slack.notifier import NullNotifier
+    from wavekit.adapters.slack.receiver import prefect_resumer
+
+    timed_out = apply_deadlines(
+        rt.database_url, rt.notifier or NullNotifier(), as_of,
+        reminder_after=timedelta(hours=rt.settings.approval_reminder_hours),
+        escalate_after=timedelta(hours=rt.settings.approval_escalate_hours),
+        deadline_after=timedelta(hours=rt.settings.approval_deadline_hours),
+        resume=_quiet(prefect_resumer))
+    return len(timed_out)
+
+
+def _quiet(resume):  # type: ignore[no-untyped-def]
+    def call(flow_run_id: str, run_input: dict) -> None:
+        # A run that is gone (crashed, cancelled) cannot be resumed; the store already holds
+        # the timeout, so the re-run of its wave holds the package.
+        with contextlib.suppress(Exception):
+            resume(flow_run_id, run_input)
+    return call
+
+
+def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
+    """Measure every live package with the runtime's metrics and plan tonight's actions."""
+    from wavekit.adapters.store.bundles import restrict
+    from wavekit.adapters.store.packages import load_package_view
+
+    with session_scope(rt.database_url) as s:
+        inputs = load_maintenance_inputs(s)
+        views = {p.key: load_package_view(s, p.key) for p in inputs.packages if p.live}
+    metrics = {}
+    for p in inputs.packages:
+        if p.key in views and p.deployed_at is not None:
+            view = views[p.key]
+            grants = restrict(rt.target.read_grants(view.scope), view.scope)
+            metrics[p.key] = dict(rt.metrics.measure(view, as_utc(p.deployed_at), as_of,
+                                                     grants))
+    return plan_maintenance(inputs.packages, metrics, inputs.results, inputs.open_tasks, as_of,
+                            MaintenanceThresholds(rt.settings.review_cadence_days))
+
+
+def contain_package(rt: Runtime, package_key: str, reason: str, as_of: datetime) -> None:
+    """Hold a live package at once (the seed guide's containment), audited."""
+    from wavekit.adapters.store.lifecycle import transition
+
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        if PackageState(pkg.state) != PackageState.HELD:
+            transition(s, pkg, PackageState.HELD, f"contained: {reason}", at=as_of)
+        audit.record(s, "package_contained", package_key=package_key, at=as_of, reason=reason)
+
+
+def record_backlog(rt: Runtime, plan: MaintenancePlan, as_of: datetime) -> tuple[int, int]:
+    with session_scope(rt.database_url) as s:
+        opened, closed = apply_backlog(s, plan, as_of)
+        return len(opened), len(closed)
+
+
+def retirements_due(rt: Runtime, plan: MaintenancePlan) -> list[int]:
+    """Release ids whose legacy grants tonight's plan retires."""
+    keys = [d.package_key for d in plan.retire_legacy]
+    with session_scope(rt.database_url) as s:
+        out = []
+        for key in keys:
+            rid = s.exec(select(Release.id).where(Release.package_key == key,
+                                                  Release.rolled_back_at == None)  # noqa: E711
+                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+            if rid is not None:
+                out.append(rid)
+        return out

@@ -1,0 +1,43 @@
+"""Tell people what happened to a package: held, gate failed, rolled back (Slack when set up)."""
+
+from __future__ import annotations
+
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import RolePackage
+from wavekit.domain.gates import GateResult
+from wavekit.workflow.rollback import RollbackOutcome
+from wavekit.workflow.runtime import Runtime
+
+
+def _facts(rt: Runtime, package_key: str) -> dict:
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        return {"package_key": pkg.key, "package_name": pkg.name, "wave": pkg.wave,
+                "owner_slack_id": pkg.owner_slack_id}
+
+
+def notify_held(rt: Runtime, package_key: str, reason: str, flow_run_url: str | None = None
+                ) -> None:
+    """A held or contained package, with the reason."""
+    if rt.notifier is not None:
+        rt.notifier.post_held(**_facts(rt, package_key), reason=reason, flow_run_url=flow_run_url)
+
+
+def notify_gates_failed(rt: Runtime, package_key: str, gates: list[GateResult],
+                        flow_run_url: str | None = None) -> None:
+    """Gate results of a package a gate stopped."""
+    if rt.notifier is not None:
+        rt.notifier.post_gate_failed(**_facts(rt, package_key),
+                                     gates=[(g.name, g.passed, g.reason) for g in gates],
+                                     flow_run_url=flow_run_url)
+
+
+def notify_rollback(rt: Runtime, outcome: RollbackOutcome, flow_run_url: str | None = None
+                    ) -> None:
+    """What was rolled back, why, and the proof that access is back to the prior bundle."""
+    if rt.notifier is not None:
+        p = outcome.proof
+        rt.notifier.post_rollback(**_facts(rt, outcome.package_key), reason=outcome.reason,
+                                  prior_count=p.prior_count, readback_count=p.readback_count,
+                                  equal=p.equal, mismatches=sorted(p.mismatched),
+                                  flow_run_url=flow_run_url)

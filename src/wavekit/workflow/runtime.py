@@ -1,0 +1,80 @@
+"""Wiring, done once at the start of a run: settings become a store URL, a target and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from wavekit.adapters.settings import Settings, load_settings
+from wavekit.adapters.store.engine import get_engine
+from wavekit.adapters.targets.base import Target
+from wavekit.adapters.targets.factory import build_target
+from wavekit.domain.clock import Clock, SystemClock
+
+
+@dataclass
+class Runtime:
+    """The adapters a run uses, passed down explicitly (no module-level clients)."""
+
+    settings: Settings
+    database_url: str
+    target: Target
+    clock: Clock = field(default_factory=SystemClock)
+    notifier: Any = None  # adapters.slack.notifier.Notifier; None when Slack is not configured
+    metrics: Any = None  # wavekit.workflow.watch.MetricsSource; built from telemetry when None
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    target: Target | None = None,
+    target_kind: str | None = None,
+    clock: Clock | None = None,
+    notifier: Any = None,
+    metrics: Any = None,
+) -> Runtime:
+    """Build the runtime from settings (environment by default), creating the store if needed."""
+    settings = settings or load_settings()
+    url = settings.resolved_database_url()
+    get_engine(url)
+    if metrics is None:
+        from wavekit.adapters.telemetry import TelemetryMetrics
+
+        metrics = TelemetryMetrics(url)
+    if notifier is None:
+        notifier = _slack_notifier()
+    return Runtime(
+        settings=settings, database_url=url,
+        target=target or build_target(settings, target_kind),
+        clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
+    )
+
+
+def _slack_notifier() -> Any:
+    """A Slack notifier when WAVEKIT_SLACK_* or the WAVEKIT_SLACK_BLOCK block is configured."""
+    from wavekit.adapters.slack.config import configured_slack
+
+    config = configured_slack()
+    return config.notifier() if config is not None else None
+
+
+_factory: Callable[[], Runtime] | None = None
+
+
+def current_runtime() -> Runtime:
+    """The runtime a flow run wires at its start: from settings, unless a caller overrides."""
+    return _factory() if _factory else build_runtime()
+
+
+@contextmanager
+def runtime_override(factory: Callable[[], Runtime]) -> Iterator[None]:
+    """Run flows in this process with runtimes from `factory` (the demo and tests use it to
+    hand in a manual clock, a scripted target or recorded telemetry)."""
+    global _factory
+    previous, _factory = _factory, factory
+    try:
+        yield
+    finally:
+        _factory = previous
