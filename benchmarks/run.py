@@ -31,6 +31,7 @@ import yaml
 from sqlalchemy import insert
 
 from wavekit import catalog as wk_catalog
+from wavekit import rules as wk_rules
 from wavekit.catalog import load_catalog, write_catalog
 from wavekit.grants import Grant, grant_set
 from wavekit.metrics import adoption, measure_package
@@ -189,9 +190,9 @@ def baseline_validate_catalog(directory: Path) -> BaselineCatalog:
             if ent not in entitlements:
                 bad(f, None, f"packages[{spec.key}]", f"unknown entitlement {ent!r}")
         if spec.population_rule:
-            try:
-                empty.query(spec.population_rule)
-            except Exception as exc:  # same check as load_catalog
+            try:  # the same rule language as load_catalog; rules are never run as code
+                wk_rules.matching(empty, spec.population_rule, wk_catalog.IDENTITY_COLUMNS)
+            except wk_rules.RuleError as exc:
                 bad(f, None, f"packages[{spec.key}].population_rule", str(exc))
     keys = {s.key for s in specs}
     for spec in specs:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from wavekit.catalog import IDENTITY_COLUMNS, load_catalog
+from wavekit.catalog import IDENTITY_COLUMNS, CatalogInvalid, load_catalog
+from wavekit.cli import app
 from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.kpis import coverage_of
 from wavekit.rules import (
     MAX_DEPTH,
     MAX_LIST_ITEMS,
@@ -308,6 +312,79 @@ def test_injections_are_rule_errors_and_nothing_runs(canary: Path, people: pd.Da
         with pytest.raises(RuleError):
             matching(people, text, COLUMNS)
         assert not canary.exists(), text[:80]
+
+
+def test_coverage_never_runs_a_rule(canary: Path, people: pd.DataFrame) -> None:
+    identities = people.rename(columns={"level": "title"}).astype({"title": str})
+    assert coverage_of("p", {"ann"}, "department == 'Finance'", identities).population == 1
+    for text in _battery(canary)[:len(INJECTIONS)]:
+        with pytest.raises(RuleError):
+            coverage_of("p", {"ann"}, text, identities)
+        assert not canary.exists(), text
+
+
+def _catalog_with_rule(tmp_path: Path, rule: str) -> tuple[Path, int]:
+    """A copy of the example catalog with the service desk's rule replaced; (root, line)."""
+    root = tmp_path / "catalog"
+    shutil.copytree(EXAMPLE_CATALOG, root)
+    old = "population_rule: \"department == 'IT Support'\""
+    text = (root / "packages.yaml").read_text()
+    assert text.count(old) == 1
+    quoted = '"' + rule.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    text = text.replace(old, f"population_rule: {quoted}")
+    (root / "packages.yaml").write_text(text)
+    line = next(n for n, ln in enumerate(text.splitlines(), 1) if quoted in ln)
+    return root, line
+
+
+@pytest.mark.parametrize("rule", [
+    "@pd.io.common.os.system('touch CANARY')",
+    "department == @pd.io.common.os.system('touch CANARY')",
+    "__import__('os').system('touch CANARY')",
+    "department == open('CANARY', 'w').name",
+])
+def test_catalog_validate_reports_an_injected_rule_and_runs_nothing(
+        tmp_path: Path, canary: Path, rule: str) -> None:
+    root, line = _catalog_with_rule(tmp_path, rule.replace("CANARY", str(canary)))
+    field = "packages[service-desk-resolver].population_rule"
+
+    with pytest.raises(CatalogInvalid) as err:
+        load_catalog(root)
+    assert not canary.exists()
+    [problem] = err.value.problems
+    assert (problem.file, problem.line, problem.field) == ("packages.yaml", line, field)
+    assert problem.message.startswith("not a valid rule over identities.csv columns: ")
+    assert "at position " in problem.message
+
+    result = CliRunner().invoke(app, ["catalog", "validate", str(root)],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert not canary.exists()
+    assert "1 problem(s); nothing was written" in result.output
+    row = next(ln for ln in result.output.splitlines() if field in ln)
+    assert "packages.yaml" in row and f" {line} " in row
+
+
+def test_catalog_validate_reports_a_rule_that_does_not_fit_the_identities(tmp_path) -> None:
+    root, line = _catalog_with_rule(tmp_path, "department < 5 or active == true")
+    with pytest.raises(CatalogInvalid) as err:
+        load_catalog(root)
+    [problem] = err.value.problems
+    assert problem.line == line and "cannot compare column 'department'" in problem.message
+
+
+def test_catalog_rule_that_is_not_text_is_a_problem(tmp_path) -> None:
+    root = tmp_path / "catalog"
+    shutil.copytree(EXAMPLE_CATALOG, root)
+    text = (root / "packages.yaml").read_text().replace(
+        "population_rule: \"department == 'IT Support'\"",
+        "population_rule: [\"department == 'IT Support'\"]")
+    (root / "packages.yaml").write_text(text)
+    with pytest.raises(CatalogInvalid) as err:
+        load_catalog(root)
+    [problem] = err.value.problems
+    assert problem.field.endswith("population_rule")
+    assert "a rule must be text, not list" in problem.message
 
 
 # ------------------------------------------------------------------ properties
