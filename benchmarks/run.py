@@ -35,6 +35,7 @@ from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
 from wavekit.adapters.store.models import Identity
 from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.domain import rules as wk_rules
 from wavekit.domain.frames import TelemetryFrames
 from wavekit.domain.grants import Grant, grant_set
 from wavekit.domain.metrics import adoption, measure_package
@@ -189,9 +190,9 @@ def baseline_validate_catalog(directory: Path) -> BaselineCatalog:
             if ent not in entitlements:
                 bad(f, None, f"packages[{spec.key}]", f"unknown entitlement {ent!r}")
         if spec.population_rule:
-            try:
-                empty.query(spec.population_rule)
-            except Exception as exc:  # same check as load_catalog
+            try:  # the same rule language as load_catalog; rules are never run as code
+                wk_rules.matching(empty, spec.population_rule, wk_catalog.IDENTITY_COLUMNS)
+            except wk_rules.RuleError as exc:
                 bad(f, None, f"packages[{spec.key}].population_rule", str(exc))
     keys = {s.key for s in specs}
     for spec in specs:

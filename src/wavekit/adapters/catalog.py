@@ -36,6 +36,7 @@ from wavekit.adapters.store.models import (
     SodRule,
     Wave,
 )
+from wavekit.domain import rules
 from wavekit.domain.states import PackageState
 
 RISKS = ("low", "medium", "high")
@@ -310,9 +311,14 @@ def _fieldname(raw: dict, fld: str) -> str:
 
 
 def _rule_error(identities: pd.DataFrame, rule: str) -> str | None:
+    """Why `rule` is not a population rule over the identities.csv columns, or None.
+
+    The rule is parsed by wavekit.domain.rules (never run as code), then evaluated over the
+    identities so a comparison that cannot apply to a column's values is reported here.
+    """
     try:
-        identities.head(0).query(rule)
-    except Exception as exc:  # pandas raises many types for a bad expression
+        rules.evaluate(rules.parse_rule(rule, IDENTITY_COLUMNS), identities)
+    except rules.RuleError as exc:
         return str(exc)
     return None
 
@@ -404,9 +410,11 @@ def load_catalog(directory: str | Path) -> Catalog:
             problems.append(Problem(f, _line(raw), _fieldname(raw, "entitlements"),
                                     "a package must grant at least one entitlement"))
         if spec.population_rule:
-            if spec.population_rule not in rule_errors:  # many packages share a rule
-                rule_errors[spec.population_rule] = _rule_error(identities, spec.population_rule)
-            if error := rule_errors[spec.population_rule]:
+            rule = spec.population_rule
+            cached = rule if isinstance(rule, str) else repr(rule)  # a YAML list is unhashable
+            if cached not in rule_errors:  # many packages share a rule
+                rule_errors[cached] = _rule_error(identities, rule)
+            if error := rule_errors[cached]:
                 problems.append(Problem(f, _line(raw, "population_rule"),
                                         _fieldname(raw, "population_rule"),
                                         f"not a valid rule over identities.csv columns: {error}"))

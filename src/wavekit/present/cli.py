@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from wavekit import project
@@ -34,8 +35,8 @@ def _runtime(database_url: str | None, target: str | None = None):  # type: igno
 def _fail_invalid(exc: catalog_mod.CatalogInvalid) -> None:
     console.print(f"[red]✗ {len(exc.problems)} problem(s); nothing was written[/red]")
     table = Table("file", "line", "field", "problem")
-    for p in exc.problems:
-        table.add_row(p.file, str(p.line or ""), p.field, p.message)
+    for p in exc.problems:  # catalog text is not Rich markup: keep "packages[key]" as written
+        table.add_row(escape(p.file), str(p.line or ""), escape(p.field), escape(p.message))
     console.print(table)
     raise typer.Exit(1)
 

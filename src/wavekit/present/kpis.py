@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlmodel import Session, func, or_, select
 
+from wavekit.adapters.catalog import IDENTITY_COLUMNS
 from wavekit.adapters.store.models import (
     HealthCheckResult,
     Identity,
@@ -38,6 +39,7 @@ from wavekit.adapters.store.models import (
     Release,
     RolePackage,
 )
+from wavekit.domain import rules
 from wavekit.domain.clock import as_utc
 from wavekit.domain.states import RELEASABLE, PackageState
 
@@ -198,9 +200,10 @@ def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageStat
 
 def coverage_of(key: str, members: set[str], rule: str, identities: pd.DataFrame,
                 min_member_share: float = 0.9, min_population_share: float = 0.0) -> Coverage:
-    """Compare members with the active identities matching `rule` (a pandas query)."""
+    """Compare members with the active identities matching `rule` (see wavekit.domain.rules)."""
     active = identities[identities["active"].astype(bool)]
-    population = set(active.query(rule)["id"]) if len(active) else set()
+    population = (set(active.loc[rules.matching(active, rule, IDENTITY_COLUMNS), "id"])
+                  if len(active) else set())
     matching = len(members & population)
     member_share = matching / len(members) if members else 0.0
     population_share = matching / len(population) if population else 0.0
