@@ -23,21 +23,9 @@ from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.settings import Settings, load_settings
 from wavekit.adapters.targets.base import Target
 from wavekit.examples import seed_target
+from wavekit.present.quiet import quiet_prefect
 
 DEGRADING = "hr-case-intake-specialist"
-
-
-def quiet_prefect(*, terminal: bool = True) -> None:
-    """Keep Prefect's noise (telemetry errors offline, server chatter) away from the user.
-
-    terminal=False (serving to a real server) keeps run logs so the UI's Logs tab has them.
-    """
-    settings = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    if terminal:
-        settings |= {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
-                     "PREFECT_LOGGING_LOG_PRINTS": "false"}
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
 
 
 @contextlib.contextmanager
