@@ -106,7 +106,7 @@ def load(path: Path = typer.Argument(..., metavar="DIR", help="Catalog directory
         counts = catalog_mod.write_catalog(s, cat, source=str(path))
     console.print("[green]✓ loaded[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     seed = path / SANDBOX_SEED.name
-    if rt.target.name == "sandbox" and seed.is_file():
+    if rt.target.name.startswith("sandbox") and seed.is_file():
         # The access people hold before wavekit runs: what plans diff against and what every
         # rollback proof restores. Real targets already hold theirs.
         seeded = seed_target(rt.target, seed)
