@@ -7,13 +7,16 @@ import json
 import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, text
 from sqlmodel import select
+from typer.testing import CliRunner
 
 from tests.support.audit_writers import append_events
 from wavekit import audit
+from wavekit.cli import app
 from wavekit.models import AuditEvent
 from wavekit.store import get_engine, session_scope
 
@@ -289,3 +292,94 @@ def _assert_complete(url: str, writers: set[str], each: int, extra: int = 0) -> 
     report = _verify(url)
     assert report.ok, report.problem
     assert report.count == total
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli_store(sqlite_url: str) -> str:
+    _chain(sqlite_url, 5)
+    return sqlite_url
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80"})
+
+
+def test_cli_verify_passes_on_an_intact_chain(cli_store: str) -> None:
+    head = _rows(cli_store)[-1].hash
+    result = _cli("audit", "verify", "--database-url", cli_store)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"audit chain intact: 5 events, head 5 {head[:16]}\n"
+    ok = _cli("audit", "verify", "--database-url", cli_store, "--expect-head", head[:16])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_cli_verify_fails_with_one_line(cli_store: str) -> None:
+    rows = _rows(cli_store)
+    _sql(cli_store, "UPDATE auditevent SET actor = 'mallory-with-a-long-name-' || actor "
+                    "WHERE seq = 2")
+    result = _cli("audit", "verify", "--database-url", cli_store)
+    assert result.exit_code == 1
+    assert result.output == (f"audit chain broken: event seq 2 (id {rows[1].id}) was edited "
+                             "(or forged): its content does not match its hash\n")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_verify_against_a_report_catches_a_truncated_tail(cli_store: str,
+                                                              tmp_path: Path) -> None:
+    with session_scope(cli_store) as s:
+        report = tmp_path / "wave-1.md"
+        report.write_text(f"# Wave 1 report\n\n{audit.head_line(s)}\n")
+    ok = _cli("audit", "verify", "--database-url", cli_store, "--against-report", str(report))
+    assert ok.exit_code == 0, ok.output
+    earlier = _rows(cli_store)[-1].hash
+    _sql(cli_store, "DELETE FROM auditevent WHERE seq = 5")
+    assert _cli("audit", "verify", "--database-url", cli_store).exit_code == 0
+    for args in (["--against-report", str(report)], ["--expect-head", earlier[:12]]):
+        result = _cli("audit", "verify", "--database-url", cli_store, *args)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "truncated tail" in result.output
+    no_head = tmp_path / "other.md"
+    no_head.write_text("# nothing here\n")
+    result = _cli("audit", "verify", "--database-url", cli_store, "--against-report",
+                  str(no_head))
+    assert result.exit_code == 1 and "no 'audit chain head' line" in result.output
+    bad = _cli("audit", "verify", "--database-url", cli_store, "--expect-head", "xyz")
+    assert bad.exit_code == 2
+
+
+def test_cli_verify_reports_an_unreadable_store_in_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # an audit table from before the chain
+        conn.execute("CREATE TABLE auditevent (id INTEGER PRIMARY KEY, action TEXT)")
+    result = _cli("audit", "verify", "--database-url", f"sqlite:///{db}")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("cannot read the audit log")
+
+
+def test_cli_export_writes_one_json_object_per_event(cli_store: str, tmp_path: Path) -> None:
+    rows = _rows(cli_store)
+    out = tmp_path / "audit.jsonl"
+    result = _cli("audit", "export", "--format", "jsonl", "--out", str(out),
+                  "--database-url", cli_store)
+    assert result.exit_code == 0, result.output
+    assert f"wrote 5 events to {out}" in result.output
+    lines = out.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["seq"], r["prev_hash"], r["hash"]) for r in records] == [
+        (r.seq, r.prev_hash, r.hash) for r in rows]
+    assert records[0]["at"] == "2026-04-08T09:00:00.000000Z"
+    assert records[0]["detail"] == {"gate": 0, "passed": [True, False]}
+    # Each line carries what its hash covers: the export can be checked on its own.
+    for r in records:
+        assert audit.event_hash(**{k: r[k] for k in (
+            "seq", "prev_hash", "actor", "action", "package_key", "wave", "release_id",
+            "flow_run_id", "detail")}, at=datetime.fromisoformat(r["at"])) == r["hash"]
+
+    stdout = _cli("audit", "export", "--database-url", cli_store)
+    assert stdout.exit_code == 0 and stdout.output.splitlines() == lines
+
