@@ -383,3 +383,12 @@ def test_cli_export_writes_one_json_object_per_event(cli_store: str, tmp_path: P
     stdout = _cli("audit", "export", "--database-url", cli_store)
     assert stdout.exit_code == 0 and stdout.output.splitlines() == lines
 
+
+def test_the_wave_report_ends_with_the_chain_head(loaded_store: str) -> None:
+    from wavekit.reports import render_wave_report
+
+    text_ = render_wave_report(loaded_store, 1)
+    with session_scope(loaded_store) as s:
+        assert audit.head(s) is not None
+        assert text_.endswith(f"\n{audit.head_line(s)}\n")
+        assert audit.head_from_text(text_) == audit.head(s)

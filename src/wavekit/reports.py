@@ -22,6 +22,7 @@ from markupsafe import escape
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
+from wavekit import audit
 from wavekit.clock import as_utc, utcnow
 from wavekit.kpis import PortalKpis, compute_kpis
 from wavekit.models import (
@@ -464,6 +465,7 @@ def wave_report_context(session: Session, wave: int, as_of: datetime | None = No
         "totals": {k: sum(s["plan"][k] for s in summaries)
                    for k in ("adds", "removes", "retirements")},
         "outcomes": outcomes.value_counts().sort_index().to_dict(),
+        "audit_head": audit.head_line(session),  # `wavekit audit verify --against-report`
     }
 
 
