@@ -10,6 +10,7 @@ from wavekit.present.quiet import quiet_prefect
 # them); every other command keeps the terminal to what wavekit itself says.
 quiet_prefect(terminal=sys.argv[1:2] != ["serve"])
 
+from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,6 +32,9 @@ app = typer.Typer(help="Release IAM role packages to production in gated, watche
                   pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="Check catalogs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+audit_app = typer.Typer(help="Check and export the tamper-evident audit log.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -86,6 +90,104 @@ def catalog_validate(path: Path = typer.Argument(..., help="Catalog directory.")
         return
     console.print(f"[green]✓ valid:[/green] {len(cat.packages)} packages, "
                   f"{len(cat.identities)} identities, {len(cat.entitlements)} entitlements")
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+
+
+def _store_url(database_url: str | None) -> str:
+    return load_settings(database_url=database_url).resolved_database_url()
+
+
+def _fail_store(url: str, exc: Exception) -> NoReturn:
+    """One line, no traceback, no password."""
+    from sqlalchemy.engine import make_url
+
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["unknown error"])[0]
+    shown = make_url(url).render_as_string(hide_password=True)
+    typer.echo(f"cannot read the audit log in {shown}: {reason}", err=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(database_url: str | None = DbOption,
+                 expect_head: str | None = typer.Option(
+                     None, "--expect-head", metavar="HASH",
+                     help="A head hash printed earlier (or its first 12+ hex characters): "
+                          "fail if the chain no longer contains it (a cut-off tail)."),
+                 against_report: Path | None = typer.Option(
+                     None, "--against-report", exists=True, dir_okay=False, metavar="FILE",
+                     help="Take --expect-head from a report's 'audit chain head' line.")
+                 ) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first bad event.
+
+    Prints one line: the chain is intact (events, head), or the first event that was edited,
+    deleted, inserted or reordered, or that the expected head was cut off.
+
+    Example: wavekit audit verify --against-report out/wave-1.md
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wavekit.adapters.store import audit
+
+    if expect_head and against_report:
+        raise typer.BadParameter("give --expect-head or --against-report, not both")
+    if against_report is not None:
+        found = audit.head_from_text(against_report.read_text(encoding="utf-8",
+                                                              errors="replace"))
+        if found is None:
+            typer.echo(f"no 'audit chain head' line in {against_report}")
+            raise typer.Exit(1)
+        expect_head = found.hash
+    if expect_head:
+        try:
+            audit.normalise_head(expect_head)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--expect-head") from None
+    url = _store_url(database_url)
+    try:
+        with session_scope(url) as s:
+            report = audit.verify_chain(s, expect_head=expect_head)
+    except SQLAlchemyError as exc:
+        _fail_store(url, exc)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(fmt: ExportFormat = typer.Option(
+                     ExportFormat.jsonl, "--format",
+                     help="jsonl: one JSON object per event, in chain order."),
+                 out: Path | None = typer.Option(
+                     None, "--out", dir_okay=False, metavar="FILE",
+                     help="File to write (default: standard output)."),
+                 database_url: str | None = DbOption) -> None:
+    """Export the audit log with its chain fields (seq, prev_hash, hash), streamed.
+
+    Example: wavekit audit export --format jsonl --out audit.jsonl
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wavekit.adapters.store import audit
+
+    url = _store_url(database_url)
+    part = out.with_name(out.name + ".part") if out else None
+    try:
+        with session_scope(url) as s:
+            if part is None:
+                audit.export_jsonl(s, sys.stdout)
+                return
+            with part.open("w", encoding="utf-8", newline="\n") as fh:
+                count = audit.export_jsonl(s, fh)
+    except SQLAlchemyError as exc:
+        if part is not None:
+            part.unlink(missing_ok=True)
+        _fail_store(url, exc)
+    assert out is not None and part is not None
+    part.replace(out)  # a failed export leaves no half-written file behind
+    typer.echo(f"wrote {count} events to {out}", err=True)
 
 
 @app.command("load")

@@ -11,7 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from wavekit.adapters.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+# Imported for their side effects: the tables on SQLModel.metadata, the audit chain's hooks.
+from wavekit.adapters.store import audit, models  # noqa: F401
 
 
 @lru_cache(maxsize=16)
