@@ -55,7 +55,7 @@ def _under_deployment() -> bool:
 
 def _run_url(rt: Runtime) -> str | None:
     run_id = _flow_run_id()
-    return flow_run_url(rt.settings.prefect_ui_url, run_id) if run_id else None
+    return flow_run_url(rt.settings.ui_url(), run_id) if run_id else None
 
 
 @task(name="stage", cache_policy=NO_CACHE)
@@ -80,12 +80,29 @@ def open_handoff(rt: Runtime, outcome: rollout.StageOutcome) -> rollout.HandoffR
     """Ask the owner (or a delegate) to approve; Slack when configured, else the UI form."""
     assert outcome.release_id is not None
     request = rollout.request_handoff(rt, outcome.release_id)
+    if request.superseded_run:
+        _cancel_superseded(request.superseded_run)
     if request.decided is None and rt.notifier is not None:
         announce_handoff(rt.database_url, request.approval_id, rt.notifier,
                          gates=[(g.name, g.passed, g.reason) for g in outcome.gates],
                          flow_run_url=_run_url(rt),
                          counts=outcome.counts)
     return request
+
+
+def _cancel_superseded(flow_run_id: str) -> None:
+    """A re-run of the wave took over this handoff: the run suspended before it is cancelled,
+    so one decision resumes one run."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        if run.state is not None and run.state.is_paused():
+            client.set_flow_run_state(UUID(flow_run_id), Cancelled(
+                message=f"superseded by run {_flow_run_id()} of the same handoff"), force=True)
 
 
 @task(name="record_decision", cache_policy=NO_CACHE)

@@ -67,7 +67,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
         if r.status_code == 200:
             deployment.update(r.json())
         return r.status_code == 200
-    wait_until(registered, timeout=90, what="release-wave deployment")
+    wait_until(registered, timeout=240, what="release-wave deployment")
     timings["served"] = time.monotonic() - t0
 
     shots = tmp_path / "shots"

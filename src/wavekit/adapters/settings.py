@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     approval_escalate_hours: float = 8.0
     approval_poll_seconds: int = 5
     review_cadence_days: int = 30
-    prefect_ui_url: str = "http://127.0.0.1:4200"
+    # Links to runs in messages; unset, it follows PREFECT_API_URL (the UI is served beside it).
+    prefect_ui_url: str | None = None
     # Telemetry drop directory the nightly run loads (WAVEKIT_TELEMETRY_DIR); none by default.
     telemetry_dir: Path | None = None
     # Operational guards (MFA, session timeouts...) the target environment enforces; a package
@@ -36,6 +37,15 @@ class Settings(BaseSettings):
     @property
     def enforced_guard_set(self) -> frozenset[str]:
         return frozenset(g.strip() for g in self.enforced_guards.split(",") if g.strip())
+
+    def ui_url(self, api_url: str | None = None) -> str:
+        """The Prefect UI's address: WAVEKIT_PREFECT_UI_URL, else PREFECT_API_URL less /api."""
+        import os
+
+        if self.prefect_ui_url:
+            return self.prefect_ui_url.rstrip("/")
+        api = api_url or os.environ.get("PREFECT_API_URL", "")
+        return api.rstrip("/").removesuffix("/api") or "http://127.0.0.1:4200"
 
     def resolved_database_url(self) -> str:
         """The store URL: WAVEKIT_DATABASE_URL, else a SQLite file in the data directory."""

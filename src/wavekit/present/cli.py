@@ -417,11 +417,11 @@ def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Opti
             console.print("[red]Socket Mode needs WAVEKIT_SLACK_APP_TOKEN[/red]")
             raise typer.Exit(1)
         run_socket_mode(app_.app_token.get_secret_value(), database_url=rt.database_url,
-                        web_client=app_.web_client(), ui_url=rt.settings.prefect_ui_url)
+                        web_client=app_.web_client(), ui_url=rt.settings.ui_url())
         return
     run_receiver(host, port, database_url=rt.database_url,
                  signing_secret=app_.signing_secret.get_secret_value(),
-                 web_client=app_.web_client(), ui_url=rt.settings.prefect_ui_url)
+                 web_client=app_.web_client(), ui_url=rt.settings.ui_url())
 
 
 @app.command("demo")

@@ -25,9 +25,8 @@ from wavekit.workflow.runtime import Runtime
 
 S = PackageState
 RELEASE_DEPLOYMENT = "release-wave/release-wave"
-# Where a package rests once a release has done what it can without a person.
-RESTING = frozenset({S.AWAITING_HANDOFF, S.HELD, S.WATCHING, S.STABLE, S.NEEDS_TUNING,
-                     S.ROLLED_BACK})
+# A package run has done what it can without a person once it is final or waits (suspended).
+_SETTLED = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"})
 
 
 def os_user() -> str:
@@ -96,7 +95,7 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
             packages: list[str] | None, wait: bool) -> None:
     """Run or trigger the wave, narrate it, and end with what each package needs next."""
     api = prefect_server()
-    ui = rt.settings.prefect_ui_url
+    ui = rt.settings.ui_url(api)
     if api and not reachable(api):
         console.print(f"[red]error:[/red] the Prefect server at {api} does not answer. Start "
                       "it (`prefect server start`) or unset PREFECT_API_URL to run the wave "
@@ -112,7 +111,7 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
                       f"[/bold] ({ui}/runs/flow-run/{run.id}); following it here. Ctrl-C "
                       "stops following, not the wave.")
         with following(console, rt.database_url, keys, ui):
-            _until_resting(rt.database_url, keys)
+            _until_settled(str(run.id), len(keys))
     else:
         where = f"the Prefect server at {api}" if api else "an embedded Prefect server"
         console.print(f"Releasing wave {wave} here, on {where}"
@@ -123,15 +122,28 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
     print_outcome(console, rt.database_url, wave, keys)
 
 
-def _until_resting(database_url: str, keys: list[str], poll: float = 1.0,
+def _until_settled(run_id: str, packages: int, poll: float = 1.0,
                    timeout: float = 3600.0) -> None:
-    """Follow until every package rests (awaiting an owner, held, watching...)."""
+    """Follow until the wave run is final and each of its package runs is final or waits."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
+        any_=[UUID(run_id)]))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = states(database_url, keys)
-        if len(now) == len(keys) and all(st in RESTING for st, _ in now.values()):
-            return
-        time.sleep(poll)
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            wave_run = client.read_flow_run(UUID(run_id))
+            if wave_run.state is not None and wave_run.state.is_final():
+                runs = client.read_flow_runs(flow_run_filter=children)
+                if len(runs) >= packages and all(
+                        r.state is not None and r.state.type.value in _SETTLED for r in runs):
+                    return
+                if wave_run.state.is_failed() or wave_run.state.is_crashed():
+                    return
+            time.sleep(poll)
 
 
 def print_outcome(console: Console, database_url: str, wave: int, keys: list[str]) -> None:

@@ -50,6 +50,8 @@ class HandoffRequest:
     decided: str | None  # approved | rejected | timeout, if already decided
     deadline: datetime | None
     reason: str = ""
+    # An earlier run that was waiting for this same decision: the new run takes over.
+    superseded_run: str | None = None
 
 
 @dataclass
@@ -156,6 +158,7 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
         pkg = s.get(RolePackage, release.package_key)
         approval = s.exec(select(Approval).where(Approval.release_id == release_id)
                           .order_by(Approval.id.desc())).first()  # type: ignore[union-attr]
+        superseded: str | None = None
         if approval is None:
             deadline = now + timedelta(hours=rt.settings.approval_deadline_hours)
             approval = Approval(release_id=release_id, package_key=pkg.key, requested_at=now,
@@ -168,11 +171,15 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
                          approval_id=approval.id, deadline=deadline.isoformat(),
                          owner=pkg.owner_name)
         else:
+            if (approval.decision is None and approval.flow_run_id and release.flow_run_id
+                    and approval.flow_run_id != release.flow_run_id):
+                superseded = approval.flow_run_id
             approval.flow_run_id = release.flow_run_id or approval.flow_run_id
         if S(pkg.state) != S.AWAITING_HANDOFF:
             transition(s, pkg, S.AWAITING_HANDOFF, f"waiting for {pkg.owner_name} to approve",
                        release_id=release_id, at=now)
-        return HandoffRequest(approval.id, approval.decision, approval.deadline)
+        return HandoffRequest(approval.id, approval.decision, approval.deadline,
+                              superseded_run=superseded)
 
 
 def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,

@@ -1,0 +1,131 @@
+"""The CLI says what is happening, fails in one line, and stops cleanly: tested through the
+real command (Typer's runner, and the installed `wavekit` script as a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from tests.test_cli import _commands
+from wavekit.adapters.catalog import load_catalog, write_catalog
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import RolePackage
+from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.present.cli import app
+
+WAVEKIT = Path(sys.executable).with_name("wavekit")
+WAVE_1 = ("finance-month-end-operator", "hr-case-intake-specialist")
+
+
+@pytest.mark.parametrize("name,cmd", _commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_help_shows_real_metavars_and_every_option_is_explained(name, cmd) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert not re.search(r"<(bool|str|int|float|list\[str\])>", shown.output), shown.output
+    for param in cmd.params:  # type: ignore[attr-defined]
+        if getattr(param, "param_type_name", "") == "option" and param.name != "help":
+            assert param.help, f"`wavekit {name}` option {param.opts} has no help text"
+
+
+def test_store_options_are_the_same_on_every_command_that_opens_the_store() -> None:
+    root = get_command(app)
+    for name in ("load", "plan", "status", "release", "rollback", "watch", "maintenance",
+                 "telemetry", "report", "slack-receiver"):
+        opts = {o for p in root.commands[name].params for o in p.opts}  # type: ignore[attr-defined]
+        assert "--database-url" in opts, name
+
+
+def _loaded(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'wavekit.db'}"
+    with session_scope(url) as s:
+        write_catalog(s, load_catalog(EXAMPLE_CATALOG), source=str(EXAMPLE_CATALOG))
+    return url
+
+
+def test_errors_are_one_line_with_a_non_zero_exit(tmp_path: Path) -> None:
+    url = _loaded(tmp_path)
+    runner = CliRunner()
+    empty = runner.invoke(app, ["release", "--wave", "7", "--database-url", url])
+    assert empty.exit_code == 1 and "wave 7 has no packages" in empty.output
+    unknown = runner.invoke(app, ["rollback", "no-such-package", "--database-url", url])
+    assert unknown.exit_code == 1 and "no-such-package has no deployed release" in unknown.output
+    undeployed = runner.invoke(app, ["rollback", WAVE_1[0], "--database-url", url])
+    assert undeployed.exit_code == 1 and "no deployed release" in undeployed.output
+    for result in (empty, unknown, undeployed):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_watch_says_when_nothing_is_due(tmp_path: Path) -> None:
+    url = _loaded(tmp_path)
+    result = CliRunner().invoke(app, ["watch", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert "Nothing due" in result.output
+
+
+def _env(tmp_path: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "WAVEKIT_"))}
+    env.update(WAVEKIT_DATABASE_URL=url, WAVEKIT_DATA_DIR=str(tmp_path / "data"),
+               PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="160", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.mark.slow
+def test_release_without_a_server_asks_the_owners_and_says_how_to_continue(tmp_path: Path):
+    url = _loaded(tmp_path)
+    done = subprocess.run([str(WAVEKIT), "release", "--wave", "1", "--as", "U0RELMGR1"],
+                          env=_env(tmp_path, url), capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "Traceback" not in out and "INFO" not in out, out
+    for key in WAVE_1:
+        assert f"{key}: staged +" in out and f"{key}: waiting for" in out, out
+    assert "run `wavekit release --wave 1` again" in out
+    with session_scope(url) as s:
+        assert {k: s.get(RolePackage, k).state for k in WAVE_1} == {
+            k: "awaiting_handoff" for k in WAVE_1}
+
+
+@pytest.mark.slow
+def test_sigterm_during_release_stops_in_one_line_and_a_rerun_resumes(tmp_path: Path):
+    url = _loaded(tmp_path)
+    env = _env(tmp_path, url)
+    proc = subprocess.Popen([str(WAVEKIT), "release", "--wave", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 240
+    while "Releasing wave 1 here" not in seen and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "Releasing wave 1 here" in seen, seen
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    out = seen + rest
+    assert took < 5, f"took {took:.1f} s to stop"
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out and "SIGTERM: stopped" in out, out
+    assert "run `wavekit release --wave 1` to resume" in out
+    # Whatever the moment of the signal, running the same command again converges.
+    again = subprocess.run([str(WAVEKIT), "release", "--wave", "1"], env=env,
+                           capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stdout + again.stderr
+    with session_scope(url) as s:
+        assert {k: s.get(RolePackage, k).state for k in WAVE_1} == {
+            k: "awaiting_handoff" for k in WAVE_1}
