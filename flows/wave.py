@@ -254,10 +254,14 @@ def run_package(rt: Runtime, package_key: str, wave: int, triggered_by: str | No
 
 @task(name="start-package-run", cache_policy=NO_CACHE)
 def start_package_run(package_key: str, wave: int, triggered_by: str | None) -> str:
-    """Start the package's own roll-out-package deployment run; nothing waits for it."""
+    """Start the package's own roll-out-package deployment run; nothing waits for it.
+
+    A top-level run, not a subflow of the wave run: Prefect's server refuses to suspend a
+    subflow ("Cannot suspend subflows"), and the run must suspend at the owner handoff.
+    """
     from prefect.deployments import run_deployment
 
-    run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=True,
+    run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=False,
                          flow_run_name=f"{package_key} · wave {wave}",
                          parameters={"package_key": package_key, "wave": wave,
                                      "triggered_by": triggered_by})

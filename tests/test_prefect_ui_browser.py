@@ -128,17 +128,21 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     assert run["parameters"]["wave"] == 1
 
     # One roll-out-package run per package, started by this run and named after its package.
+    # They are top-level runs (Prefect cannot suspend a subflow), of their own deployment.
+    package_deployment = httpx.get(f"{api}/deployments/name/roll-out-package/roll-out-package",
+                                   timeout=10).json()
     children: list[dict] = []
 
     def packages_done() -> bool:
         children[:] = _post(api, "/flow_runs/filter", {"flow_runs": {
-            "parent_flow_run_id": {"any_": [run_id]}}})
+            "deployment_id": {"any_": [package_deployment["id"]]}}})
         return (len(children) == len(WAVE_1)
                 and all((c.get("state") or {}).get("type") in TERMINAL for c in children))
     wait_until(packages_done, timeout=240, what="package runs of the wave")
     timings["packages done"] = time.monotonic() - t0
     by_name = {c["name"]: c for c in children}
     assert set(by_name) == {f"{k} · wave 1" for k in WAVE_1}
+    assert {c["parameters"]["triggered_by"] for c in children} == {None}  # set by the form
     hr, fin = by_name["hr-case-intake-specialist · wave 1"], by_name[
         "finance-month-end-operator · wave 1"]
     assert hr["state"]["type"] == "COMPLETED", hr["state"]

@@ -9,6 +9,7 @@ Prefect worker does.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ def project_dir() -> Path:
         if (candidate / "prefect.yaml").is_file() and (candidate / "flows").is_dir():
             return candidate
     raise ProjectNotFound("wavekit's prefect.yaml was not found: reinstall the wavekit wheel")
+
+
+def set_project_directory(directory: str | None = None) -> dict[str, str]:
+    """Prefect pull step of prefect.yaml: run a deployed flow from wavekit's project directory.
+
+    A worker runs it before loading the entrypoint (`flows/wave.py:...`, relative to the
+    working directory). The directory is `directory`, else WAVEKIT_PROJECT_DIR from the
+    worker's environment, else this installation's project (the source checkout wavekit is
+    imported from, or the wheel's packaged copy): a worker that can import wavekit runs the
+    flows of the same version. Read at run time on the worker, never baked in at deploy time.
+    """
+    chosen = Path(directory or os.environ.get("WAVEKIT_PROJECT_DIR") or project_dir())
+    if not (chosen / "flows").is_dir():
+        raise ProjectNotFound(f"{chosen} holds no flows/ directory: set WAVEKIT_PROJECT_DIR "
+                              "to a wavekit checkout or unset it")
+    os.chdir(chosen)
+    return {"directory": str(chosen.resolve())}
 
 
 def load_entrypoint(entrypoint: str) -> Any:
