@@ -395,7 +395,9 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
 
 
 @app.command("slack-receiver")
-def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000),
+def slack_receiver(host: str = typer.Option("127.0.0.1", metavar="HOST",
+                                            help="Address to listen on."),
+                   port: int = typer.Option(3000, metavar="PORT", help="Port to listen on."),
                    socket: bool = typer.Option(False, "--socket",
                                                help="Use Socket Mode (no public URL)."),
                    database_url: str | None = DbOption) -> None:
@@ -425,8 +427,9 @@ def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Opti
 
 
 @app.command("demo")
-def demo(target: str = typer.Option("sandbox", help="sandbox, scim or ldap."),
-         data_dir: Path | None = typer.Option(None, help="Where the demo store goes.")) -> None:
+def demo(target: str = typer.Option("sandbox", metavar="KIND", help="sandbox, scim or ldap."),
+         data_dir: Path | None = typer.Option(None, metavar="DIR",
+                                              help="Where the demo store goes.")) -> None:
     """Load the example catalog into a fresh store and release wave 1.
 
     Example: wavekit demo
