@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from wavekit import project
 from wavekit.adapters import catalog as catalog_mod
 from wavekit.adapters.settings import load_settings
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store import schema
+from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG
 from wavekit.workflow.runtime import build_runtime
 
+
+class _Commands(TyperGroup):
+    """Every command: a store wavekit cannot use (StoreNotReady) is one line and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except schema.StoreNotReady as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(help="Release IAM role packages to production in gated, watched, reversible "
-                       "waves on Prefect.", no_args_is_help=True, add_completion=False)
+                       "waves on Prefect.", no_args_is_help=True, add_completion=False,
+                  cls=_Commands)
 catalog_app = typer.Typer(help="Check catalogs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+db_app = typer.Typer(help="The store's schema: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 
 DbOption = typer.Option(None, "--database-url", envvar="WAVEKIT_DATABASE_URL",
@@ -30,6 +48,12 @@ TargetOption = typer.Option(None, "--target", envvar="WAVEKIT_TARGET",
 
 def _runtime(database_url: str | None, target: str | None = None):  # type: ignore[no-untyped-def]
     return build_runtime(load_settings(database_url=database_url, target=target))
+
+
+def _check_store() -> None:
+    """Before a flow starts here: the store its runs will open must be usable (an empty one
+    is created), or the command stops with one line instead of a failed flow run."""
+    get_engine(load_settings().resolved_database_url())
 
 
 def _fail_invalid(exc: catalog_mod.CatalogInvalid) -> None:
@@ -112,6 +136,7 @@ def release(wave: int = typer.Option(..., "--wave", help="Wave number."),
     """
     from wavekit.present.demo import quiet_prefect
 
+    _check_store()
     quiet_prefect()
     release_wave = project.flow("release_wave")
 
@@ -131,6 +156,7 @@ def rollback(package_key: str = typer.Argument(..., help="Package key."),
     """
     from wavekit.present.demo import quiet_prefect
 
+    _check_store()
     quiet_prefect()
     rollback_package = project.flow("rollback_package")
 
@@ -145,6 +171,7 @@ def watch() -> None:
     """
     from wavekit.present.demo import quiet_prefect
 
+    _check_store()
     quiet_prefect()
     watch_packages = project.flow("watch_packages")
 
@@ -161,6 +188,7 @@ def maintenance(report_dir: Path | None = typer.Option(None, "--reports",
     """
     from wavekit.present.demo import quiet_prefect
 
+    _check_store()
     quiet_prefect()
     nightly_maintenance = project.flow("nightly_maintenance")
 
@@ -210,6 +238,7 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
     """
     from wavekit.present.demo import quiet_prefect
 
+    _check_store()
     quiet_prefect(terminal=False)
     from wavekit.present.serving import serve_all
 
@@ -244,6 +273,39 @@ def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Opti
     run_receiver(host, port, database_url=rt.database_url,
                  signing_secret=app_.signing_secret.get_secret_value(),
                  web_client=app_.web_client(), ui_url=rt.settings.prefect_ui_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: str | None = DbOption) -> None:
+    """Upgrade the store's schema to the one this wavekit needs (back the store up first).
+
+    A store created before wavekit had migrations is recognised (its tables are revision
+    0001's) and stamped as 0001 first. One transaction: on any error nothing is changed.
+
+    Example: wavekit db upgrade --database-url postgresql+psycopg2://wavekit@db/wavekit
+    """
+    url = load_settings(database_url=database_url).resolved_database_url()
+    where = schema.masked(url)
+    result = schema.upgrade_store(url)
+    if result.stamped:
+        typer.echo(f"the store at {where} was created before migrations: stamped "
+                   f"{schema.BASELINE}")
+        result = schema.UpgradeResult(schema.BASELINE, result.after, stamped=True)
+    if result.before == result.after:
+        typer.echo(f"the store at {where} is at revision {result.after} (head)")
+    else:
+        typer.echo(f"upgraded the store at {where} from revision {result.before or 'none'} to "
+                   f"{result.after} (head)")
+
+
+@db_app.command("current")
+def db_current(database_url: str | None = DbOption) -> None:
+    """Show the store's revision and the one this wavekit needs; changes nothing.
+
+    Example: wavekit db current
+    """
+    url = load_settings(database_url=database_url).resolved_database_url()
+    typer.echo(schema.read_state(url, raw_engine(url)).describe())
 
 
 @app.command("demo")
