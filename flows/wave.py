@@ -163,8 +163,10 @@ def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
     return record_decision(rt, request.approval_id, given)
 
 
-def _end(rt: Runtime, package_key: str) -> State:
+def _end(rt: Runtime, package_key: str, wave: int | None) -> State:
     """The run's final state: a hold, rejection, timeout or rollback is not a green success."""
+    if wave is not None:
+        _publish_wave_report(rt, wave)  # each package run refreshes its wave's report
     outcome = rollout.package_outcome(rt, package_key)
     message = f"{outcome.label}: {outcome.reason}" if outcome.reason else outcome.label
     if outcome.ok:
@@ -183,11 +185,11 @@ def roll_out_package(package_key: str, wave: int | None = None,
         log.info("%s skipped: %s", package_key, staged.skipped)
         for release_id in rollout.launch_retirements_due(rt, package_key):
             retire_legacy(rt, release_id)  # a crash after deploy left the retirement undone
-        return _end(rt, package_key)
+        return _end(rt, package_key, wave)
     if staged.held:
         log.warning("%s held at staging: %s", package_key, staged.held)
         notices.notify_gates_failed(rt, package_key, staged.gates, _run_url(rt))
-        return _end(rt, package_key)
+        return _end(rt, package_key, wave)
     release_id = staged.release_id
     assert release_id is not None
     if not staged.resuming_deploy:
@@ -197,20 +199,20 @@ def roll_out_package(package_key: str, wave: int | None = None,
         decision = _wait_for_owner(rt, package_key, wave, request, step)
         if decision is None:
             log.info("%s awaits its owner's decision", package_key)
-            return _end(rt, package_key)
+            return _end(rt, package_key, wave)
         if decision != "approved":
             log.warning("%s held: %s", package_key, decision)
             notices.notify_held(rt, package_key, f"owner handoff {decision}", _run_url(rt))
-            return _end(rt, package_key)
+            return _end(rt, package_key, wave)
         if not dependency_checks(rt, release_id):
             _, reason = rollout.package_state(rt, package_key)
             notices.notify_held(rt, package_key, reason, _run_url(rt))
-            return _end(rt, package_key)
+            return _end(rt, package_key, wave)
     deployed = deploy(rt, release_id, package_key,
                       sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
     log.info("%s deployed: +%d -%d", package_key, deployed.added, deployed.removed)
     after_tick(rt, watch_tick(rt, release_id, rt.clock.now()))
-    return _end(rt, package_key)
+    return _end(rt, package_key, wave)
 
 
 def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:

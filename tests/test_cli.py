@@ -50,12 +50,14 @@ def test_load_plan_status_on_the_example(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     runner = CliRunner()
-    assert runner.invoke(app, ["load", str(EXAMPLE_CATALOG), "--database-url", url]).exit_code == 0
+    loaded = runner.invoke(app, ["load", str(EXAMPLE_CATALOG), "--database-url", url])
+    assert loaded.exit_code == 0 and "148 starting grants" in loaded.output, loaded.output
     plan = runner.invoke(app, ["plan", "--wave", "1", "--database-url", url],
                          env={"COLUMNS": "200"})
     assert plan.exit_code == 0, plan.output
-    # An empty sandbox: every one of the 42 members needs all 11 entitlements.
-    assert "Finance Month-End Operator" in plan.output and str(42 * 11) in plan.output
+    # The sandbox holds the catalog's starting grants (sandbox_seed.csv), as the demo's does:
+    # 42 Finance members x 11 entitlements, less the 42 fin-ap-invoice-view grants they hold.
+    assert "Finance Month-End Operator" in plan.output and str(42 * 11 - 42) in plan.output
     assert "nothing was written" in plan.output
     status = runner.invoke(app, ["status", "--database-url", url], env={"COLUMNS": "200"})
     assert "Release ready" in status.output and "Fallback tested" in status.output

@@ -1,9 +1,11 @@
 """Wave 1 released from the Prefect UI in a real browser, against `prefect server start`.
 
 A release manager opens the release-wave deployment, clicks Run → Custom run, types wave 1
-and submits; `wavekit serve` runs the flow, the owner handoffs are resumed by the library's
-auto-approver (in its own process, as an operator would run it), and the finished run, its
-artifacts and the store are checked, then the run's page is read back in the browser.
+and submits; `wavekit serve` runs the wave, which starts one roll-out-package run per package,
+named after the package; each suspends at its owner handoff and is resumed by the library's
+auto-approver (in its own process, as an operator would run it), which approves HR and
+rejects Finance. The runs, their artifacts and the store are checked, then the runs' pages are
+read back in the browser: HR's run is Completed, Finance's is Held, not a green success.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     api = prefect_server.api
     url = _store(tmp_path)
     served = wavekit_serve(url)
-    approver(url)
+    approver(url, reject=("finance-month-end-operator",))
 
     deployment: dict = {}
 
@@ -125,31 +127,51 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert run["parameters"]["wave"] == 1
 
+    # One roll-out-package run per package, started by this run and named after its package.
+    children: list[dict] = []
+
+    def packages_done() -> bool:
+        children[:] = _post(api, "/flow_runs/filter", {"flow_runs": {
+            "parent_flow_run_id": {"any_": [run_id]}}})
+        return (len(children) == len(WAVE_1)
+                and all((c.get("state") or {}).get("type") in TERMINAL for c in children))
+    wait_until(packages_done, timeout=240, what="package runs of the wave")
+    timings["packages done"] = time.monotonic() - t0
+    by_name = {c["name"]: c for c in children}
+    assert set(by_name) == {f"{k} · wave 1" for k in WAVE_1}
+    hr, fin = by_name["hr-case-intake-specialist · wave 1"], by_name[
+        "finance-month-end-operator · wave 1"]
+    assert hr["state"]["type"] == "COMPLETED", hr["state"]
+    # A rejected package is held, and its run says so: not a green success.
+    assert fin["state"]["type"] == "FAILED" and fin["state"]["name"] == "Held", fin["state"]
+    assert "not this quarter" in fin["state"]["message"]
+
     with session_scope(url) as s:
         states = {k: s.get(RolePackage, k).state for k in WAVE_1}
         approvals = {a.package_key: a for a in s.exec(select(Approval))}
-    assert states == {k: "watching" for k in WAVE_1}
-    # Each handoff paused its roll-out subflow (a child of this run) and was resumed.
+    assert states == {"hr-case-intake-specialist": "watching",
+                      "finance-month-end-operator": "held"}
     assert set(approvals) == set(WAVE_1)
     # The store keeps the decision as approved | rejected | timeout, whatever the channel.
-    assert {(a.decision, a.approver) for a in approvals.values()} == {
-        ("approved", "demo auto-approval (not a real owner)")}
+    assert {k: a.decision for k, a in approvals.items()} == {
+        "hr-case-intake-specialist": "approved", "finance-month-end-operator": "rejected"}
+    child_ids = {c["id"] for c in children}
+    assert {a.flow_run_id for a in approvals.values()} <= child_ids
 
     artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": [
         "plan-finance-month-end-operator", "plan-hr-case-intake-specialist", "wave-1-report"]}}})
     by_key = {a["key"]: a for a in artifacts}
     assert set(by_key) == {"plan-finance-month-end-operator", "plan-hr-case-intake-specialist",
                            "wave-1-report"}
-    assert by_key["wave-1-report"]["flow_run_id"] == run_id
-    # The plans are published by the roll-out subflows of this very run.
-    children = _post(api, "/flow_runs/filter", {"flow_runs": {
-        "parent_flow_run_id": {"any_": [run_id]}}})
-    child_ids = {c["id"] for c in children}
-    assert by_key["plan-finance-month-end-operator"]["flow_run_id"] in child_ids
-    assert by_key["plan-hr-case-intake-specialist"]["flow_run_id"] in child_ids
-    assert {a.flow_run_id for a in approvals.values()} <= child_ids
+    # The plans and the wave report are published by the package runs of this wave.
+    assert {a["flow_run_id"] for a in by_key.values()} <= child_ids
 
-    page.goto(f"{prefect_server.url}/flow-runs/flow-run/{run_id}")
+    page.goto(f"{prefect_server.url}/flow-runs/flow-run/{fin['id']}")
+    page.get_by_text("finance-month-end-operator · wave 1").first.wait_for()
+    page.get_by_text("Held", exact=True).first.wait_for()
+    shot("held-run")
+    page.goto(f"{prefect_server.url}/flow-runs/flow-run/{hr['id']}")
+    page.get_by_text("hr-case-intake-specialist · wave 1").first.wait_for()
     page.get_by_text("Completed", exact=True).first.wait_for()
     last = shot("run-completed")
     SHOT_COPY.parent.mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.slack_double import SIGNING_SECRET, block_actions, sign, signed_request
-from wavekit.adapters.slack.signing import verify_request
+from wavekit.adapters.slack.signing import check_signature, verify_request
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import SlackRequestSeen
@@ -100,3 +100,27 @@ def test_refusal_audit_never_holds_the_secret(url: str) -> None:
     with session_scope(url) as s:
         dumped = repr([(e.actor, e.detail) for e in audit.events(s)])
     assert SIGNING_SECRET not in dumped
+
+
+def test_the_signature_covers_raw_bytes_even_when_they_are_not_utf8() -> None:
+    body = b"payload=\xff\xfe"
+    headers = {"X-Slack-Request-Timestamp": str(TS), "X-Slack-Signature": sign(body, TS)}
+    assert check_signature(body, headers, SIGNING_SECRET, NOW).ok
+    assert not check_signature(body + b"\xff", headers, SIGNING_SECRET, NOW).ok
+
+
+@pytest.mark.parametrize(("timestamp", "signature", "reason"), [
+    (str(TS), "v0=\u00e9" + "0" * 63, "signature does not match"),
+    (str(TS), "v0=" + "0" * 6400, "signature does not match"),
+    (str(TS), "v1=" + "0" * 64, "signature does not match"),
+    (" " + str(TS), None, "request timestamp is not a number"),
+    ("\u0661" * 10, None, "request timestamp is not a number"),
+    ("9" * 5000, None, "request timestamp is not a number"),
+])
+def test_odd_headers_are_refused_not_raised(timestamp: str, signature: str | None,
+                                            reason: str) -> None:
+    body, _ = _request()
+    headers = {"X-Slack-Request-Timestamp": timestamp,
+               "X-Slack-Signature": signature or sign(body, TS)}
+    check = check_signature(body, headers, SIGNING_SECRET, NOW)
+    assert (check.ok, check.reason) == (False, reason)

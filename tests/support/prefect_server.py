@@ -44,8 +44,13 @@ def prefect_env(api: str, home: Path) -> dict[str, str]:
 # not see a PREFECT_API_URL given by temporary_settings (threads start without the context).
 APPROVER = """
 import sys, time
-from wavekit.workflow.approvals import auto_approver
-with auto_approver(sys.argv[1], poll_seconds=0.5):
+from wavekit.workflow.approvals import approve_all, auto_approver
+reject = set(filter(None, sys.argv[2].split(","))) if len(sys.argv) > 2 else set()
+def decide(a):
+    if a.package_key in reject:
+        return ("reject", "owner (test)", "not this quarter")
+    return approve_all(a)
+with auto_approver(sys.argv[1], decide, poll_seconds=0.5):
     while True:
         time.sleep(1)
 """
@@ -85,7 +90,7 @@ def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
                 raise EOFError(f"prefect server exited with {proc.returncode}")
             return httpx.get(f"{server.api}/health", timeout=2).status_code == 200
         try:
-            wait_until(healthy, timeout=60, what="prefect server")
+            wait_until(healthy, timeout=180, what="prefect server")  # a loaded CI box is slow
         except (RuntimeError, EOFError) as exc:
             tail = (logs / "prefect-server.log").read_text(errors="replace")[-2000:]
             missing_server(f"prefect server did not start: {exc}\n{tail}")
@@ -123,9 +128,10 @@ def approver(prefect_server: PrefectServer):  # type: ignore[no-untyped-def]
     """Start the library's auto-approver for a store URL, in its own process."""
     procs: list[subprocess.Popen] = []
 
-    def start(database_url: str) -> subprocess.Popen:
+    def start(database_url: str, reject: tuple[str, ...] = ()) -> subprocess.Popen:
         with open(prefect_server.logs / "approver.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-c", APPROVER, database_url],
+            proc = subprocess.Popen([sys.executable, "-c", APPROVER, database_url,
+                                     ",".join(reject)],
                                     env=prefect_server.env(), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=ROOT)

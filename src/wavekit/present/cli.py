@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
+from wavekit.present.quiet import quiet_prefect
+
+# Before anything imports Prefect: `wavekit serve` keeps run logs (the UI's Logs tab shows
+# them); every other command keeps the terminal to what wavekit itself says.
+quiet_prefect(terminal=sys.argv[1:2] != ["serve"])
+
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,7 +25,8 @@ from wavekit.adapters import catalog as catalog_mod
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
-from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
+from wavekit.present.views import print_maintenance_summary
 from wavekit.workflow.runtime import build_runtime
 
 
@@ -33,17 +43,41 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(help="Release IAM role packages to production in gated, watched, reversible "
                        "waves on Prefect.", no_args_is_help=True, add_completion=False,
-                  cls=_Commands)
+                  pretty_exceptions_enable=False, cls=_Commands)
 catalog_app = typer.Typer(help="Check catalogs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+audit_app = typer.Typer(help="Check and export the tamper-evident audit log.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 db_app = typer.Typer(help="The store's schema: Alembic migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
+err_console = Console(stderr=True)
 
-DbOption = typer.Option(None, "--database-url", envvar="WAVEKIT_DATABASE_URL",
+DbOption = typer.Option(None, "--database-url", envvar="WAVEKIT_DATABASE_URL", metavar="URL",
                         help="Store URL (default: SQLite file in WAVEKIT_DATA_DIR).")
-TargetOption = typer.Option(None, "--target", envvar="WAVEKIT_TARGET",
+TargetOption = typer.Option(None, "--target", envvar="WAVEKIT_TARGET", metavar="KIND",
                             help="sandbox (default), scim or ldap.")
+WaveOption = typer.Option(..., "--wave", metavar="N", help="Wave number.")
+
+
+def _error(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: no traceback reaches a user."""
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _wave_packages(database_url: str, wave: int, only: list[str] | None) -> list[str]:
+    """The keys a release of `wave` takes up; an empty or unknown selection is an error."""
+    from wavekit.adapters.store.waves import UnknownPackages, plan_wave_order
+
+    try:
+        keys = list(plan_wave_order(database_url, wave, only or None))
+    except UnknownPackages as exc:
+        _error(str(exc))
+    if not keys:
+        _error(f"wave {wave} has no packages (see `wavekit status`)")
+    return keys
 
 
 def _runtime(database_url: str | None, target: str | None = None):  # type: ignore[no-untyped-def]
@@ -51,8 +85,8 @@ def _runtime(database_url: str | None, target: str | None = None):  # type: igno
 
 
 def _check_store() -> None:
-    """Before a flow starts here: the store its runs will open must be usable (an empty one
-    is created), or the command stops with one line instead of a failed flow run."""
+    """Before serving: the store the flow runs will open must be usable (an empty one is
+    created), or the command stops with one line."""
     get_engine(load_settings().resolved_database_url())
 
 
@@ -80,14 +114,113 @@ def catalog_validate(path: Path = typer.Argument(..., help="Catalog directory.")
                   f"{len(cat.identities)} identities, {len(cat.entitlements)} entitlements")
 
 
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+
+
+def _store_url(database_url: str | None) -> str:
+    return load_settings(database_url=database_url).resolved_database_url()
+
+
+def _fail_store(url: str, exc: Exception) -> NoReturn:
+    """One line, no traceback, no password."""
+    from sqlalchemy.engine import make_url
+
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["unknown error"])[0]
+    shown = make_url(url).render_as_string(hide_password=True)
+    typer.echo(f"cannot read the audit log in {shown}: {reason}", err=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(database_url: str | None = DbOption,
+                 expect_head: str | None = typer.Option(
+                     None, "--expect-head", metavar="HASH",
+                     help="A head hash printed earlier (or its first 12+ hex characters): "
+                          "fail if the chain no longer contains it (a cut-off tail)."),
+                 against_report: Path | None = typer.Option(
+                     None, "--against-report", exists=True, dir_okay=False, metavar="FILE",
+                     help="Take --expect-head from a report's 'audit chain head' line.")
+                 ) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first bad event.
+
+    Prints one line: the chain is intact (events, head), or the first event that was edited,
+    deleted, inserted or reordered, or that the expected head was cut off.
+
+    Example: wavekit audit verify --against-report out/wave-1.md
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wavekit.adapters.store import audit
+
+    if expect_head and against_report:
+        raise typer.BadParameter("give --expect-head or --against-report, not both")
+    if against_report is not None:
+        found = audit.head_from_text(against_report.read_text(encoding="utf-8",
+                                                              errors="replace"))
+        if found is None:
+            typer.echo(f"no 'audit chain head' line in {against_report}")
+            raise typer.Exit(1)
+        expect_head = found.hash
+    if expect_head:
+        try:
+            audit.normalise_head(expect_head)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--expect-head") from None
+    url = _store_url(database_url)
+    try:
+        with session_scope(url) as s:
+            report = audit.verify_chain(s, expect_head=expect_head)
+    except SQLAlchemyError as exc:
+        _fail_store(url, exc)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(fmt: ExportFormat = typer.Option(
+                     ExportFormat.jsonl, "--format",
+                     help="jsonl: one JSON object per event, in chain order."),
+                 out: Path | None = typer.Option(
+                     None, "--out", dir_okay=False, metavar="FILE",
+                     help="File to write (default: standard output)."),
+                 database_url: str | None = DbOption) -> None:
+    """Export the audit log with its chain fields (seq, prev_hash, hash), streamed.
+
+    Example: wavekit audit export --format jsonl --out audit.jsonl
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wavekit.adapters.store import audit
+
+    url = _store_url(database_url)
+    part = out.with_name(out.name + ".part") if out else None
+    try:
+        with session_scope(url) as s:
+            if part is None:
+                audit.export_jsonl(s, sys.stdout)
+                return
+            with part.open("w", encoding="utf-8", newline="\n") as fh:
+                count = audit.export_jsonl(s, fh)
+    except SQLAlchemyError as exc:
+        if part is not None:
+            part.unlink(missing_ok=True)
+        _fail_store(url, exc)
+    assert out is not None and part is not None
+    part.replace(out)  # a failed export leaves no half-written file behind
+    typer.echo(f"wrote {count} events to {out}", err=True)
+
+
 @app.command("load")
-def load(path: Path = typer.Argument(..., help="Catalog directory."),
-         database_url: str | None = DbOption) -> None:
-    """Validate a catalog and write it to the store in one transaction.
+def load(path: Path = typer.Argument(..., metavar="DIR", help="Catalog directory."),
+         database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
+    """Validate a catalog and write it to the store in one transaction; on the sandbox target,
+    also give it the catalog's starting grants (sandbox_seed.csv).
 
     Example: wavekit load ./catalog
     """
-    rt = _runtime(database_url)
+    rt = _runtime(database_url, target)
     try:
         cat = catalog_mod.load_catalog(path)
     except catalog_mod.CatalogInvalid as exc:
@@ -96,10 +229,17 @@ def load(path: Path = typer.Argument(..., help="Catalog directory."),
     with session_scope(rt.database_url) as s:
         counts = catalog_mod.write_catalog(s, cat, source=str(path))
     console.print("[green]✓ loaded[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    seed = path / SANDBOX_SEED.name
+    if rt.target.name.startswith("sandbox") and seed.is_file():
+        # The access people hold before wavekit runs: what plans diff against and what every
+        # rollback proof restores. Real targets already hold theirs.
+        seeded = seed_target(rt.target, seed)
+        console.print(f"[green]✓ sandbox[/green] holds the {seeded.added + seeded.unchanged} "
+                      f"starting grants of {seed.name}")
 
 
 @app.command("plan")
-def plan(wave: int = typer.Option(..., "--wave", help="Wave number."),
+def plan(wave: int = WaveOption,
          database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Show what a wave would change on the target, package by package; writes nothing.
 
@@ -124,75 +264,109 @@ def status(database_url: str | None = DbOption) -> None:
 
 
 @app.command("release")
-def release(wave: int = typer.Option(..., "--wave", help="Wave number."),
-            package: list[str] = typer.Option(None, "--package", help="Only these packages."),
-            dry_run: bool = typer.Option(False, "--dry-run", help="Plan and gate only."),
-            triggered_by: str | None = typer.Option(None, "--as",
-                                                    help="Who triggers (Slack id or name).")
-            ) -> None:
-    """Run the release-wave flow in this process; owners approve in Slack or the Prefect UI.
+def release(wave: int = WaveOption,
+            package: list[str] = typer.Option(None, "--package", metavar="KEY",
+                                              help="Only these packages (repeatable)."),
+            dry_run: bool = typer.Option(False, "--dry-run",
+                                         help="Plan and gate only; write nothing."),
+            requested_by: str | None = typer.Option(
+                None, "--as", metavar="WHO",
+                help="Who requests the wave (Slack id or name; default: your OS user)."),
+            wait: bool = typer.Option(
+                False, "--wait", help="Ad-hoc runs only: keep this process waiting for the "
+                "owners (needs a Prefect server the approvers can reach)."),
+            database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
+    """Release a wave: stage every package, hand each to its owner, deploy what is approved.
+
+    With a Prefect server that serves wavekit's deployments (PREFECT_API_URL), the wave runs
+    there and this command follows it; otherwise it runs here, asks the owners, and tells you
+    how to continue once they have decided. Re-running the same wave resumes it.
 
     Example: wavekit release --wave 1 --as U0RELMGR1
     """
-    from wavekit.present.demo import quiet_prefect
+    from wavekit.present import releasing
 
-    _check_store()
-    quiet_prefect()
-    release_wave = project.flow("release_wave")
-
-    result = release_wave(wave=wave, dry_run=dry_run, packages=package or None,
-                          triggered_by=triggered_by)
-    for key, state in result.items():
-        console.print(f"{key}: {state}")
+    rt = _runtime(database_url, target)
+    keys = _wave_packages(rt.database_url, wave, package)
+    who = requested_by or releasing.os_user()
+    releasing.install_interrupt_handler(console, wave)
+    if dry_run:
+        quiet_prefect()
+        result = project.flow("release_wave")(wave=wave, dry_run=True, packages=package or None,
+                                              triggered_by=who)
+        console.print(f"Dry run of wave {wave}: nothing was written.")
+        for key in result:
+            console.print(f"  {key}")
+        return
+    releasing.release(console, rt, wave, keys, who, packages=package or None, wait=wait)
 
 
 @app.command("rollback")
-def rollback(package_key: str = typer.Argument(..., help="Package key."),
-             reason: str = typer.Option("manual rollback by a release manager", "--reason"),
-             actor: str = typer.Option("release manager", "--as")) -> None:
+def rollback(package_key: str = typer.Argument(..., metavar="PACKAGE", help="Package key."),
+             reason: str = typer.Option("manual rollback by a release manager", "--reason",
+                                        metavar="TEXT", help="Why (recorded and notified)."),
+             actor: str | None = typer.Option(None, "--as", metavar="WHO",
+                                              help="Who rolls back (default: your OS user)."),
+             database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Roll a package back to its prior bundle and print the read-back proof.
 
     Example: wavekit rollback hr-case-intake-specialist --reason "ticket spike"
     """
-    from wavekit.present.demo import quiet_prefect
+    from wavekit.present import releasing
+    from wavekit.workflow.rollback import NothingToRollBack, find_release
 
-    _check_store()
+    rt = _runtime(database_url, target)
+    try:
+        find_release(rt, package_key)
+    except NothingToRollBack as exc:
+        _error(str(exc))
+    releasing.install_interrupt_handler(console, None)
     quiet_prefect()
-    rollback_package = project.flow("rollback_package")
-
-    console.print(rollback_package(package_key, reason, actor=actor))
+    result = project.flow("rollback_package")(package_key, reason,
+                                              actor=actor or releasing.os_user())
+    table = Table("package", "release", "prior bundle", "target read back", "proof",
+                  title="Rollback", title_justify="left")
+    table.add_row(package_key, str(result["release_id"]), str(result["prior"]),
+                  str(result["readback"]),
+                  "[green]equal[/green]" if result["equal"] else "[red]DIFFERS[/red]")
+    console.print(table)
+    if not result["equal"]:
+        raise typer.Exit(1)
 
 
 @app.command("watch")
-def watch() -> None:
+def watch(database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Take the health measurements that are due now (what the watch-packages schedule runs).
 
     Example: wavekit watch
     """
-    from wavekit.present.demo import quiet_prefect
-
-    _check_store()
+    _runtime(database_url, target)
     quiet_prefect()
-    watch_packages = project.flow("watch_packages")
-
-    for row in watch_packages():
-        console.print(row)
+    rows = project.flow("watch_packages")()
+    if not rows:
+        console.print("Nothing due: no watched package has a health check owed now.")
+        return
+    table = Table("package", "outcome", "checks measured", "reason", title="Watch",
+                  title_justify="left")
+    for row in rows:
+        table.add_row(row["package"], row["action"], str(row["measured"]), row["reason"])
+    console.print(table)
 
 
 @app.command("maintenance")
-def maintenance(report_dir: Path | None = typer.Option(None, "--reports",
-                                                       help="Where reports go.")) -> None:
+def maintenance(report_dir: Path | None = typer.Option(None, "--reports", metavar="DIR",
+                                                       help="Where reports go."),
+                database_url: str | None = DbOption, target: str | None = TargetOption
+                ) -> None:
     """Run the nightly maintenance flow now.
 
     Example: wavekit maintenance --reports ./out
     """
-    from wavekit.present.demo import quiet_prefect
-
-    _check_store()
+    _runtime(database_url, target)
     quiet_prefect()
-    nightly_maintenance = project.flow("nightly_maintenance")
-
-    console.print(nightly_maintenance(report_dir=str(report_dir) if report_dir else None))
+    summary = project.flow("nightly_maintenance")(
+        report_dir=str(report_dir) if report_dir else None)
+    print_maintenance_summary(console, summary)
 
 
 @app.command("telemetry")
@@ -236,8 +410,6 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api wavekit serve
     """
-    from wavekit.present.demo import quiet_prefect
-
     _check_store()
     quiet_prefect(terminal=False)
     from wavekit.present.serving import serve_all
@@ -320,5 +492,24 @@ def demo(target: str = typer.Option("sandbox", help="sandbox, scim or ldap."),
     run_demo(console, target=target, data_dir=data_dir, catalog=EXAMPLE_CATALOG)
 
 
+def main() -> None:
+    """The console script: any unexpected error is one line; the traceback goes to the log."""
+    import logging
+    import os
+
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: typer has handled usage errors
+        log_path = load_settings().data_dir / "wavekit.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(filename=log_path, level=logging.DEBUG, force=True)
+        logging.getLogger("wavekit").exception("wavekit failed")
+        if os.environ.get("WAVEKIT_DEBUG"):
+            raise
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}".rstrip()
+                          + f"\n[dim](traceback in {log_path}; WAVEKIT_DEBUG=1 shows it)[/dim]")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

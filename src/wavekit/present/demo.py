@@ -17,27 +17,38 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from sqlmodel import select
 
 from wavekit import project
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.settings import Settings, load_settings
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import Approval, RolePackage
 from wavekit.adapters.targets.base import Target
 from wavekit.examples import seed_target
+from wavekit.present.quiet import quiet_prefect
+from wavekit.workflow import rollout
+from wavekit.workflow.runtime import Runtime
 
 DEGRADING = "hr-case-intake-specialist"
+# (package, hours after the handoff request at which its owner approves): the waiting for
+# owners is what the portal's median deploy time counts.
+DEMO_DECISIONS = (("hr-case-intake-specialist", 20), ("finance-month-end-operator", 28))
 
 
-def quiet_prefect(*, terminal: bool = True) -> None:
-    """Keep Prefect's noise (telemetry errors offline, server chatter) away from the user.
-
-    terminal=False (serving to a real server) keeps run logs so the UI's Logs tab has them.
-    """
-    settings = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    if terminal:
-        settings |= {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
-                     "PREFECT_LOGGING_LOG_PRINTS": "false"}
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
+def demo_decide(rt: Runtime, package_key: str) -> str:
+    """Approve a package's open handoff as its owner, marked as the demo's doing."""
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        approval = s.exec(select(Approval).where(Approval.package_key == package_key,
+                                                 Approval.decided_at.is_(None))  # type: ignore[union-attr]
+                          .order_by(Approval.id.desc())).first()  # type: ignore[union-attr]
+        if pkg is None or approval is None or approval.id is None:
+            raise LookupError(f"{package_key} has no open handoff")
+        owner, approval_id = pkg.owner_slack_id or pkg.owner_name, approval.id
+    rollout.record_decision(rt, approval_id, "approve", owner,
+                            "demo approval (not a real owner)", channel="demo")
+    return owner
 
 
 @contextlib.contextmanager
@@ -91,12 +102,16 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
     nightly_maintenance = project.flow("nightly_maintenance")
     watch_packages = project.flow("watch_packages")
     release_wave = project.flow("release_wave")
-    from wavekit.adapters.store.engine import reset_store, session_scope
+    from wavekit.adapters.store.engine import reset_store
     from wavekit.adapters.telemetry import ingest_frame
-    from wavekit.domain.clock import as_utc, utcnow
+    from wavekit.domain.clock import ManualClock, utcnow
     from wavekit.examples.synth_telemetry import generate_telemetry
-    from wavekit.present.views import print_status, print_wave_plan, release_summary
-    from wavekit.workflow.approvals import auto_approver
+    from wavekit.present.views import (
+        print_maintenance_summary,
+        print_status,
+        print_wave_plan,
+        release_summary,
+    )
     from wavekit.workflow.runtime import build_runtime, runtime_override
 
     base = load_settings(target=target)
@@ -114,31 +129,41 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         console.print("Loaded " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         print_wave_plan(console, rt, 1)
 
-        # Synthetic telemetry: 28 days of baseline before launch, 15 days after.
-        launch = utcnow()
+        # One clock drives every timestamp the demo writes. The story is placed in the past so
+        # that it ends now: `wavekit status` afterwards shows the demo's closing numbers.
+        launch = utcnow() - timedelta(days=15, hours=2)
+        clock = ManualClock(launch)
         frames = generate_telemetry(url, start=launch - timedelta(days=28), deployed_at=launch,
                                     days=43, degrading=DEGRADING, seed=7)
         for kind, df in frames.items():
             ingest_frame(url, kind, df, source="demo-synthetic")
+        rt = build_runtime(settings, target=tgt, clock=clock)
 
-        console.print("\n[bold]Releasing wave 1[/bold] on Prefect (embedded server) · owner "
-                      "approvals are given by the demo itself, [yellow]not by real owners"
-                      "[/yellow]")
-        with runtime_override(lambda: build_runtime(settings, target=tgt)), \
-                auto_approver(url):
-            states = release_wave(wave=1, triggered_by="demo-release-manager")
-            console.print("After release: " + ", ".join(f"{k} → {v}" for k, v in
-                                                         states.items()))
+        console.print("\n[bold]Releasing wave 1[/bold] on Prefect (embedded server): every "
+                      "package is handed to its owner at once")
+        with runtime_override(lambda: rt):
+            release_wave(wave=1, triggered_by="demo-release-manager", wait_for_owners=False)
+            console.print("[yellow]The owners' decisions below are given by the demo itself, "
+                          "not by real owners (recorded as such in the audit log).[/yellow]")
+            for key, hours in DEMO_DECISIONS:
+                clock.set(launch + timedelta(hours=hours))
+                who = demo_decide(rt, key)
+                console.print(f"  +{hours}h: {key} approved by {who} (demo)")
+                states = release_wave(wave=1, packages=[key],
+                                      triggered_by="demo-release-manager")
+                console.print(f"  +{hours}h: {key} → {states[key]}")
             console.print("\n[bold]Fast-forwarding the watch[/bold] (simulated clock: one watch "
                           "run per day of the window)")
             for day in range(1, 16):
-                for tick in watch_packages(as_of=launch + timedelta(days=day, minutes=5)):
+                clock.set(launch + timedelta(days=day, minutes=5))
+                for tick in watch_packages(as_of=clock.now()):
                     if tick["action"] != "continue":
                         console.print(f"  day {day:>2}: {tick['package']} → {tick['action']} "
                                       f"({tick['reason']})")
-            summary = nightly_maintenance(as_of=launch + timedelta(days=15, hours=2),
+            clock.set(launch + timedelta(days=15, hours=2))
+            summary = nightly_maintenance(as_of=clock.now(),
                                           report_dir=str(demo_dir / "reports"))
-        console.print(f"\nNightly maintenance: {summary}")
+        print_maintenance_summary(console, summary)
         table = Table(title="Wave 1 outcome", title_justify="left")
         for col in ("package", "state", "adds", "removes", "retired", "health checks",
                     "rollback proof"):
@@ -147,6 +172,6 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
             table.add_row(*[str(row[c]) for c in ("package", "state", "adds", "removes",
                                                   "retired", "checks", "proof")])
         console.print(table)
-        print_status(console, url, as_of=as_utc(launch + timedelta(days=15, hours=2)))
+        print_status(console, url, as_of=clock.now())
         console.print(f"Reports: {demo_dir / 'reports'}  ·  inspect with "
                       f"WAVEKIT_DATABASE_URL={url} wavekit status")

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from wavekit.adapters.settings import load_settings
+from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
     Approval,
@@ -461,6 +462,7 @@ def wave_report_context(session: Session, wave: int, as_of: datetime | None = No
         "totals": {k: sum(s["plan"][k] for s in summaries)
                    for k in ("adds", "removes", "retirements")},
         "outcomes": outcomes.value_counts().sort_index().to_dict(),
+        "audit_head": audit.head_line(session),  # `wavekit audit verify --against-report`
     }
 
 

@@ -126,3 +126,18 @@ def release_summary(database_url: str, wave: int) -> list[dict]:
                         "retired": (rel.retirements if rel and rel.legacy_retired_at else 0),
                         "checks": checks, "proof": proof})
     return out
+
+
+_MAINTENANCE_LABELS = {
+    "telemetry_rows": "telemetry rows loaded", "approvals_timed_out": "approvals timed out",
+    "watch_ticks": "watch checks taken", "opened": "backlog items opened",
+    "closed": "backlog items closed",
+}
+
+
+def print_maintenance_summary(console: Console, summary: dict[str, object]) -> None:
+    """What the nightly run did, one line per figure (zeros included: "nothing" is news)."""
+    table = Table("what", "count", title="Nightly maintenance", title_justify="left")
+    for key, value in summary.items():
+        table.add_row(_MAINTENANCE_LABELS.get(key, key.replace("_", " ")), str(value))
+    console.print(table)

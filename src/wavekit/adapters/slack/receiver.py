@@ -1,21 +1,25 @@
 """Slack interactivity: Approve / Reject clicks and the reject-reason modal, over HTTP.
 
-Per request: verify the signature (401 and an audit event if not), judge the click with
-`decide()`, and on accept record the decision in the store first, then resume the paused
-flow run, then replace the message by its decided version. Refusals are answered with an
-ephemeral message and audited; nothing is resumed. Work is done inline: it is well under
-Slack's 3-second limit. `Interactions.handle` is shared with the Socket Mode client.
+Per request, before anything is parsed or stored: rate limit by client address (429), cap
+the body while reading it (413), verify signature and timestamp (401). Only then is the
+payload decoded strictly into typed models (`payloads`; 400 if it does not fit) and its
+signature remembered against replays (401). Those refusals are counted in memory and
+logged in one line, never audited: anyone can send them. A click is judged with
+`decide()`; on accept the decision is recorded in the store first, then the paused flow
+run resumed, then the message replaced by its decided version. Refused clicks are answered
+with an ephemeral message and audited; nothing is resumed. Work is done inline: it is well
+under Slack's 3-second limit. `Interactions.handle` is shared with the Socket Mode client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 from uuid import UUID
 
 from slack_sdk import WebClient
@@ -23,12 +27,24 @@ from slack_sdk.errors import SlackClientError
 from sqlalchemy import update
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wavekit.adapters.slack import messages
-from wavekit.adapters.slack.signing import verify_request
+from wavekit.adapters.slack.payloads import (
+    BlockActions,
+    Interaction,
+    PayloadError,
+    RejectSubmission,
+    User,
+    parse_form,
+    parse_interaction,
+)
+from wavekit.adapters.slack.payloads import approval_id as payload_approval_id
+from wavekit.adapters.slack.signing import check_signature, remember_signature
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval, Release
@@ -102,39 +118,44 @@ class Interactions:
 
     # ------------------------------------------------------------------ entry point
 
-    def handle(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """Process one payload; the JSON body to answer Slack with, or None for an empty 200."""
-        kind = payload.get("type")
-        if kind == "block_actions":
-            return self._block_actions(payload)
-        if kind == "view_submission":
-            view = payload.get("view") or {}
-            if view.get("callback_id") == messages.REJECT_CALLBACK:
-                return self._reject_submitted(payload, view)
+    def handle(self, payload: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Process one decoded payload (Socket Mode's); a malformed one is logged and dropped.
+
+        The JSON body to answer Slack with, or None for an empty acknowledgement.
+        """
+        try:
+            interaction = parse_interaction(payload)
+        except PayloadError as exc:
+            log.warning("ignored a malformed Slack interaction: %s", exc)
+            return None
+        return self.dispatch(interaction)
+
+    def dispatch(self, interaction: Interaction) -> dict[str, Any] | None:
+        """Process one validated interaction; the JSON answer, or None for an empty 200."""
+        if isinstance(interaction, BlockActions):
+            self._block_actions(interaction)
+        elif isinstance(interaction, RejectSubmission):
+            return self._reject_submitted(interaction)
+        else:
+            log.info("ignored a Slack interaction: %s", interaction.what)
         return None
 
     # ------------------------------------------------------------------ payload kinds
 
-    def _block_actions(self, payload: dict[str, Any]) -> None:
-        user = payload.get("user") or {}
-        channel = ((payload.get("channel") or {}).get("id")
-                   or (payload.get("container") or {}).get("channel_id"))
-        for action in payload.get("actions") or ():
-            action_id = action.get("action_id")
-            if action_id not in (messages.APPROVE_ACTION, messages.REJECT_ACTION):
+    def _block_actions(self, payload: BlockActions) -> None:
+        user, channel = payload.user, payload.channel_id
+        for action in payload.actions:
+            if action.action_id not in (messages.APPROVE_ACTION, messages.REJECT_ACTION):
                 continue
-            approval_id = _approval_id(action.get("value"))
-            if action_id == messages.APPROVE_ACTION:
-                self._settle(approval_id, Click(user.get("id", ""), "approve",
-                                                user.get("username") or user.get("name", "")),
-                             channel)
+            approval_id = payload_approval_id(action.value)
+            if action.action_id == messages.APPROVE_ACTION:
+                self._settle(approval_id, Click(user.id, "approve", user.display), channel)
             else:
-                self._open_reject(approval_id, payload, user, channel)
-        return None
+                self._open_reject(approval_id, payload.trigger_id, user, channel)
 
-    def _open_reject(self, approval_id: int | None, payload: dict[str, Any],
-                     user: dict[str, Any], channel: str | None) -> None:
-        click = Click(user.get("id", ""), "reject", user.get("username") or user.get("name", ""))
+    def _open_reject(self, approval_id: int | None, trigger_id: str | None, user: User,
+                     channel: str | None) -> None:
+        click = Click(user.id, "reject", user.display)
         with session_scope(self.database_url) as s:
             ctx = _load(s, approval_id) if approval_id is not None else None
             outcome = self._judge(ctx, click, need_reason=False)
@@ -146,25 +167,16 @@ class Interactions:
                                          package_name=ctx.package_name, wave=ctx.wave,
                                          channel=channel)
             try:
-                self.web_client.views_open(trigger_id=payload.get("trigger_id"), view=view)
+                self.web_client.views_open(trigger_id=trigger_id, view=view)
             except SlackClientError as exc:
                 log.warning("could not open the reject modal for %s: %s", click.user_id, exc)
         else:
             self._answer(channel, click.user_id, outcome)
 
-    def _reject_submitted(self, payload: dict[str, Any], view: dict[str, Any]
-                          ) -> dict[str, Any] | None:
-        user = payload.get("user") or {}
-        try:
-            meta = json.loads(view.get("private_metadata") or "{}")
-        except ValueError:
-            meta = {}
-        values = (view.get("state") or {}).get("values") or {}
-        reason = ((values.get(messages.REASON_BLOCK) or {}).get(messages.REASON_INPUT)
-                  or {}).get("value") or ""
-        click = Click(user.get("id", ""), "reject", user.get("username") or user.get("name", ""),
-                      comment=reason.strip())
-        outcome = self._settle(_approval_id(meta.get("approval_id")), click, meta.get("channel"))
+    def _reject_submitted(self, submission: RejectSubmission) -> dict[str, Any] | None:
+        user = submission.user
+        click = Click(user.id, "reject", user.display, comment=submission.reason.strip())
+        outcome = self._settle(submission.approval_id, click, submission.channel)
         if outcome.verdict is Verdict.REFUSE:
             # Shown under the reason field; the modal stays open.
             return {"response_action": "errors",
@@ -277,11 +289,102 @@ class Interactions:
             log.warning("could not answer %s in Slack: %s", user_id, exc)
 
 
-def _approval_id(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
+# ---------------------------------------------------------------------- the HTTP receiver
+
+MAX_BODY_BYTES = 64 * 1024  # Slack's interaction payloads for wavekit's messages are a few KiB
+MAX_FAILURES_PER_MINUTE = 20
+_CLOSE = {"connection": "close"}
+
+
+@dataclass
+class ReceiverStats:
+    """Requests the receiver turned away, counted in memory (also shown by GET /healthz)."""
+
+    unauthenticated: int = 0  # 401: unsigned, badly signed, stale or replayed
+    rate_limited: int = 0  # 429: too many failures from one client address
+    too_large: int = 0  # 413: body over the cap
+    malformed: int = 0  # 400: signed, but not an interaction wavekit accepts
+    errors: int = 0  # 500: a bug or an unavailable store
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class FailureLimiter:
+    """At most `limit` failures per client address in any `window` seconds.
+
+    Holds the last `limit` failure times of at most `max_clients` addresses (the least
+    recently failing are forgotten first), so its memory is bounded whoever calls.
+    """
+
+    def __init__(self, limit: int, window: float = 60.0, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.max_clients, self._clock = limit, window, max_clients, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def blocked(self, client: str) -> bool:
+        times = self._failures.get(client)
+        return (times is not None and len(times) >= self.limit
+                and self._clock() - times[0] < self.window)
+
+    def fail(self, client: str) -> None:
+        times = self._failures.pop(client, None) or deque(maxlen=self.limit)
+        times.append(self._clock())
+        self._failures[client] = times
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _CatchAll:
+    """ASGI middleware: an unhandled exception is one log line and a generic 500."""
+
+    def __init__(self, app: ASGIApp, stats: ReceiverStats) -> None:
+        self.app, self.stats = app, stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.error("error answering %s %s: %s: %s", scope.get("method"), scope.get("path"),
+                      type(exc).__name__, _one_line(exc))
+            log.debug("traceback of that error", exc_info=exc)
+            if not started:
+                await PlainTextResponse("internal error", status_code=500,
+                                        headers=_CLOSE)(scope, receive, send)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).split("\n", 1)[0][:200]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def create_receiver_app(
@@ -291,33 +394,71 @@ def create_receiver_app(
     resume: Resumer = prefect_resumer,
     clock: Clock | None = None,
     ui_url: str | None = None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_failures_per_minute: int = MAX_FAILURES_PER_MINUTE,
 ) -> Starlette:
-    """The ASGI app: POST /slack/interactivity (Slack's Request URL) and GET /healthz."""
+    """The ASGI app: POST /slack/interactivity (Slack's Request URL) and GET /healthz.
+
+    In order, before anything is written to the store: a client address with
+    `max_failures_per_minute` recent failures gets 429; a body over `max_body_bytes` gets 413
+    (read no further); a bad, stale or replayed signature gets 401; a payload that is not an
+    interaction wavekit accepts gets 400. Refusals are counted in `app.state.stats` and
+    logged in one line; they are not audited (anyone can send them). Decisions by
+    authenticated users, refused or not, are audited by `Interactions`.
+    """
     interactions = Interactions(database_url, web_client, resume, clock or SystemClock(), ui_url)
+    stats = ReceiverStats()
+    limiter = FailureLimiter(max_failures_per_minute)
+
+    def refuse(client: str, status: int, text: str, why: str) -> Response:
+        limiter.fail(client)
+        log.warning("refused a Slack request from %s (%d): %s", client, status, why)
+        return PlainTextResponse(text, status_code=status, headers=_CLOSE)
 
     async def interactivity(request: Request) -> Response:
-        body = await request.body()
-        check = await run_in_threadpool(verify_request, database_url, body,
-                                        dict(request.headers), signing_secret,
-                                        interactions.clock.now())
-        if not check.ok:
-            return PlainTextResponse(f"refused: {check.reason}", status_code=401)
-        raw = parse_qs(body.decode("utf-8")).get("payload", [""])[0]
+        client = request.client.host if request.client else "unknown"
+        if limiter.blocked(client):
+            stats.rate_limited += 1
+            return PlainTextResponse("too many refused requests; try again later",
+                                     status_code=429, headers={"retry-after": "60", **_CLOSE})
         try:
-            payload = json.loads(raw)
-        except ValueError:
-            return PlainTextResponse("expected a form field 'payload' holding JSON",
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLarge:
+            stats.too_large += 1
+            return refuse(client, 413, "request body too large",
+                          f"body over {max_body_bytes} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
+        now = interactions.clock.now()
+        check = check_signature(body, request.headers, signing_secret, now)
+        if not check.ok:
+            stats.unauthenticated += 1
+            return refuse(client, 401, f"refused: {check.reason}", check.reason)
+        try:
+            interaction = parse_form(body, request.headers.get("content-type"))
+        except PayloadError as exc:
+            stats.malformed += 1
+            log.warning("refused a signed Slack request from %s (400): %s", client, exc)
+            return PlainTextResponse("not a Slack interaction wavekit accepts",
                                      status_code=400)
-        answer = await run_in_threadpool(interactions.handle, payload)
+        if not await run_in_threadpool(remember_signature, database_url, check.signature, now):
+            stats.unauthenticated += 1
+            reason = "replayed request (signature already seen)"
+            return refuse(client, 401, f"refused: {reason}", reason)
+        answer = await run_in_threadpool(interactions.dispatch, interaction)
         return JSONResponse(answer) if answer else Response(status_code=200)
 
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, "refused": stats.as_dict()})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/slack/interactivity", interactivity, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-    ])
+    ], middleware=[Middleware(_CatchAll, stats=stats)])
+    app.state.stats = stats
+    app.state.limiter = limiter
+    return app
 
 
 def run_receiver(
@@ -330,9 +471,13 @@ def run_receiver(
     resume: Resumer = prefect_resumer,
     ui_url: str | None = None,
     log_level: str = "info",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_failures_per_minute: int = MAX_FAILURES_PER_MINUTE,
 ) -> None:
     """Serve the receiver with uvicorn until interrupted (`wavekit slack-receiver`)."""
     import uvicorn
 
-    app = create_receiver_app(database_url, signing_secret, web_client, resume, ui_url=ui_url)
+    app = create_receiver_app(database_url, signing_secret, web_client, resume, ui_url=ui_url,
+                              max_body_bytes=max_body_bytes,
+                              max_failures_per_minute=max_failures_per_minute)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

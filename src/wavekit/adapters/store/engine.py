@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
-from wavekit.adapters.store import models, schema  # noqa: F401  (models: registers the tables)
+# Imported for their side effects: the tables on SQLModel.metadata, the audit chain's hooks.
+from wavekit.adapters.store import audit, models, schema  # noqa: F401
 from wavekit.adapters.store.schema import StoreNotReady
 
 __all__ = ["StoreNotReady", "get_engine", "raw_engine", "reset_store", "session_scope"]

@@ -243,7 +243,16 @@ class MaintenanceTask(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
+    """One audit event, a link in a hash chain (see wavekit.adapters.store.audit).
+
+    `seq`, `prev_hash` and `hash` are assigned when the transaction that records the event
+    commits; a committed row without them was not written by wavekit.
+    """
+
     id: int | None = Field(default=None, primary_key=True)
+    seq: int | None = Field(default=None, unique=True)
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
     at: datetime = Field(default_factory=utcnow, index=True)
     actor: str = "wavekit"
     action: str = Field(index=True)

@@ -1,0 +1,151 @@
+"""`wavekit release` as a release manager sees it: where the wave runs, what it is doing, and
+what to do next. The flows do the work; this module chooses where and narrates it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from wavekit import project
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import RolePackage
+from wavekit.domain.states import PackageState
+from wavekit.present.progress import following
+from wavekit.present.quiet import quiet_prefect
+from wavekit.workflow.runtime import Runtime
+
+S = PackageState
+RELEASE_DEPLOYMENT = "release-wave/release-wave"
+# Where a package rests once a release has done what it can without a person.
+RESTING = frozenset({S.AWAITING_HANDOFF, S.HELD, S.WATCHING, S.STABLE, S.NEEDS_TUNING,
+                     S.ROLLED_BACK})
+
+
+def os_user() -> str:
+    """Who is at the keyboard, when --as is not given."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def install_interrupt_handler(console: Console, wave: int | None) -> None:
+    """Ctrl-C or SIGTERM: one line and out within a second, leaving the store resumable.
+
+    Every stage is keyed in the store and every store write is one transaction, so leaving
+    at any instant loses nothing; a deploy cut mid-batch resumes from the frozen plan. The
+    process exits at once instead of unwinding Prefect's engine (which printed hundreds of
+    lines of tracebacks and kept a paused run alive for minutes).
+    """
+    again = f"wavekit release --wave {wave}" if wave is not None else "the same command"
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        console.print(f"\n[yellow]{name}: stopped.[/yellow] Nothing is lost; run `{again}` to "
+                      "resume where it stopped.")
+        console.file.flush()
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def prefect_server() -> str | None:
+    """The configured Prefect API URL, or None when runs would use an embedded server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def reachable(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def served_deployment(name: str) -> bool:
+    """Whether the Prefect server knows the deployment (served or deployed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def states(database_url: str, keys: list[str]) -> dict[str, tuple[PackageState, str]]:
+    with session_scope(database_url) as s:
+        rows = [s.get(RolePackage, k) for k in keys]
+        return {p.key: (S(p.state), p.state_reason) for p in rows if p is not None}
+
+
+def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str, *,
+            packages: list[str] | None, wait: bool) -> None:
+    """Run or trigger the wave, narrate it, and end with what each package needs next."""
+    api = prefect_server()
+    ui = rt.settings.prefect_ui_url
+    if api and not reachable(api):
+        console.print(f"[red]error:[/red] the Prefect server at {api} does not answer. Start "
+                      "it (`prefect server start`) or unset PREFECT_API_URL to run the wave "
+                      "here.")
+        raise SystemExit(1)
+    quiet_prefect()
+    params: dict[str, Any] = {"wave": wave, "packages": packages, "triggered_by": who}
+    if api and served_deployment(RELEASE_DEPLOYMENT):
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(RELEASE_DEPLOYMENT, parameters=params, timeout=0)
+        console.print(f"Wave {wave} started on the Prefect server as run [bold]{run.name}"
+                      f"[/bold] ({ui}/runs/flow-run/{run.id}); following it here. Ctrl-C "
+                      "stops following, not the wave.")
+        with following(console, rt.database_url, keys, ui):
+            _until_resting(rt.database_url, keys)
+    else:
+        where = f"the Prefect server at {api}" if api else "an embedded Prefect server"
+        console.print(f"Releasing wave {wave} here, on {where}"
+                      + ("" if api else " (no one else can reach it: approvals are recorded "
+                         "in the store and a re-run continues)") + ".")
+        with following(console, rt.database_url, keys, ui if api else None):
+            project.flow("release_wave")(**params, wait_for_owners=wait and bool(api))
+    print_outcome(console, rt.database_url, wave, keys)
+
+
+def _until_resting(database_url: str, keys: list[str], poll: float = 1.0,
+                   timeout: float = 3600.0) -> None:
+    """Follow until every package rests (awaiting an owner, held, watching...)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = states(database_url, keys)
+        if len(now) == len(keys) and all(st in RESTING for st, _ in now.values()):
+            return
+        time.sleep(poll)
+
+
+def print_outcome(console: Console, database_url: str, wave: int, keys: list[str]) -> None:
+    """Where each package stands, and the one thing to do next when it waits for someone."""
+    now = states(database_url, keys)
+    table = Table("package", "state", "reason", title=f"Wave {wave}", title_justify="left")
+    for key in keys:
+        state, reason = now[key]
+        style = {S.HELD: "red", S.ROLLED_BACK: "red", S.AWAITING_HANDOFF: "yellow"}.get(state)
+        label = f"[{style}]{state.label}[/{style}]" if style else state.label
+        table.add_row(key, label, reason)
+    console.print(table)
+    waiting = [k for k in keys if now[k][0] == S.AWAITING_HANDOFF]
+    if waiting:
+        console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (Slack, "
+                      "the Prefect UI, or `wavekit approve PACKAGE --as <id>`), run "
+                      f"`wavekit release --wave {wave}` again to continue; decisions are kept.")
