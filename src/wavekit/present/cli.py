@@ -451,8 +451,9 @@ def slack_receiver(host: str = typer.Option("127.0.0.1"), port: int = typer.Opti
 def db_upgrade(database_url: str | None = DbOption) -> None:
     """Upgrade the store's schema to the one this wavekit needs (back the store up first).
 
-    A store created before wavekit had migrations is recognised (its tables are revision
-    0001's) and stamped as 0001 first. One transaction: on any error nothing is changed.
+    A store created before wavekit had migrations is recognised and stamped first with the
+    revision whose tables it has (0001, the schema before migrations). One transaction: on
+    any error nothing is changed.
 
     Example: wavekit db upgrade --database-url postgresql+psycopg2://wavekit@db/wavekit
     """
@@ -461,8 +462,8 @@ def db_upgrade(database_url: str | None = DbOption) -> None:
     result = schema.upgrade_store(url)
     if result.stamped:
         typer.echo(f"the store at {where} was created before migrations: stamped "
-                   f"{schema.BASELINE}")
-        result = schema.UpgradeResult(schema.BASELINE, result.after, stamped=True)
+                   f"{result.stamped}")
+        result = schema.UpgradeResult(result.stamped, result.after, result.stamped)
     if result.before == result.after:
         typer.echo(f"the store at {where} is at revision {result.after} (head)")
     else:

@@ -5,7 +5,8 @@ A store is in one of four conditions when wavekit opens it:
 - empty (no tables): created on the spot by upgrading to head;
 - at head: used as it is;
 - behind (an older revision, or tables made by `create_all` before migrations existed):
-  wavekit stops with one line (`StoreNotReady`) until someone runs `wavekit db upgrade`;
+  wavekit stops with one line (`StoreNotReady`) until someone runs `wavekit db upgrade`,
+  which stamps a pre-migration store with the newest revision whose tables it has;
 - ahead (a revision this wavekit does not know): stops too, this wavekit is too old.
 
 Alembic is configured here in code (`alembic_config`); no alembic.ini is needed at run time,
@@ -35,7 +36,7 @@ from sqlalchemy.pool import NullPool
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Where revisions are looked for; tests add a directory of their own to rehearse a new head.
 VERSION_LOCATIONS: tuple[str, ...] = (str(MIGRATIONS_DIR / "versions"),)
-# The schema `SQLModel.metadata.create_all` made before migrations existed.
+# The first revision: the schema `SQLModel.metadata.create_all` made before migrations.
 BASELINE = "0001"
 VERSION_TABLE = "alembic_version"
 # pg_advisory_xact_lock key: two processes never migrate one PostgreSQL store at once.
@@ -188,15 +189,16 @@ def ensure_current(url: str, engine: Engine) -> None:
 class UpgradeResult:
     before: str | None
     after: str
-    stamped: bool  # a pre-migration store recognised as the baseline
+    stamped: str | None  # the revision a pre-migration store was recognised as
 
 
 def upgrade_store(url: str, revision: str = "head", *, only_if_empty: bool = False
                   ) -> UpgradeResult:
     """Upgrade the store to `revision`, in one transaction (all of it or nothing).
 
-    A store made by `create_all` before migrations (tables, no alembic_version) is stamped
-    as the baseline first when its tables are the baseline's; otherwise nothing is changed.
+    A store made by `create_all` before migrations (tables, no alembic_version) is first
+    stamped with the newest revision whose tables it has; if it has no revision's tables,
+    nothing is changed.
     """
     with _lock, migration_connection(url) as conn:
         state = store_state(conn, url)
@@ -204,16 +206,15 @@ def upgrade_store(url: str, revision: str = "head", *, only_if_empty: bool = Fal
             raise StoreNotReady(state.problem())
         if only_if_empty and not state.empty and not state.at_head:
             raise StoreNotReady(state.problem())  # someone else created it meanwhile
-        stamped = False
+        stamped = None
         if state.predates_migrations:
-            differences = baseline_differences(conn)
-            if differences:
+            stamped, differences = recognise(conn)
+            if stamped is None:
                 raise StoreNotReady(
-                    f"the store at {state.url} has tables but no revision, and they are not "
-                    f"revision {BASELINE}'s ({len(differences)} difference(s), first: "
+                    f"the store at {state.url} has tables but no revision, and they are no "
+                    f"revision's ({len(differences)} difference(s) from the nearest, first: "
                     f"{differences[0]}): nothing was changed")
-            command.stamp(alembic_config(conn), BASELINE)
-            stamped = True
+            command.stamp(alembic_config(conn), stamped)
         command.upgrade(alembic_config(conn), revision)
         after = store_state(conn, url)
     _forget(url)
@@ -311,24 +312,40 @@ def _sqlite_migration_pragmas(dbapi_connection, _record) -> None:  # type: ignor
     cur.close()
 
 
-# ---------------------------------------------------------------- the pre-migration baseline
+# ---------------------------------------------------------------- stores from before migrations
 
 
-def baseline_differences(conn: Connection) -> list[str]:
-    """How the store's tables differ from what revision BASELINE creates (empty: the same).
+def recognise(conn: Connection) -> tuple[str | None, list[str]]:
+    """The newest revision whose tables the store has (None if none has) and, when none
+    has, how the store differs from the nearest one.
 
     Compared: table names, column names and nullability, primary keys and index names:
     what `create_all` of the same models made, on SQLite or PostgreSQL alike.
     """
-    return _differences(_shape(conn), _baseline_shape())
+    found = _shape(conn)
+    match: str | None = None
+    nearest: list[str] | None = None
+    for rev in script_directory().walk_revisions():  # head first
+        differences = _differences(found, _revision_shape(rev.revision, VERSION_LOCATIONS))
+        if not differences:
+            # Of revisions with the same tables (one that only moves data), the oldest: the
+            # upgrade then runs the data steps rather than skipping them.
+            match = rev.revision
+        elif match is not None:
+            break
+        elif nearest is None or len(differences) < len(nearest):
+            nearest = differences
+    if match is not None:
+        return match, []
+    return None, nearest or ["no revision found"]
 
 
-@lru_cache(maxsize=1)
-def _baseline_shape() -> dict[str, dict]:
-    engine = create_engine("sqlite://")  # the baseline, built in memory
+@lru_cache(maxsize=16)
+def _revision_shape(revision: str, _locations: tuple[str, ...]) -> dict[str, dict]:
+    engine = create_engine("sqlite://")  # the revision's schema, built in memory
     try:
         with engine.connect() as conn, conn.begin():
-            command.upgrade(alembic_config(conn), BASELINE)
+            command.upgrade(alembic_config(conn), revision)
             return _shape(conn)
     finally:
         engine.dispose()
@@ -351,13 +368,13 @@ def _shape(conn: Connection) -> dict[str, dict]:
 
 def _differences(found: dict[str, dict], wanted: dict[str, dict]) -> list[str]:
     out = [f"table {t} is missing" for t in sorted(wanted.keys() - found.keys())]
-    out += [f"table {t} is not the baseline's" for t in sorted(found.keys() - wanted.keys())]
+    out += [f"there is a table {t}" for t in sorted(found.keys() - wanted.keys())]
     for t in sorted(wanted.keys() & found.keys()):
         have, want = found[t], wanted[t]
         for c in sorted(want["columns"].keys() - have["columns"].keys()):
             out.append(f"column {t}.{c} is missing")
         for c in sorted(have["columns"].keys() - want["columns"].keys()):
-            out.append(f"column {t}.{c} is not the baseline's")
+            out.append(f"there is a column {t}.{c}")
         for c in sorted(want["columns"].keys() & have["columns"].keys()):
             if want["columns"][c] != have["columns"][c]:
                 out.append(f"column {t}.{c} is {'' if have['columns'][c] else 'not '}nullable")
@@ -366,5 +383,5 @@ def _differences(found: dict[str, dict], wanted: dict[str, dict]) -> list[str]:
         for i in sorted(want["indexes"] - have["indexes"]):
             out.append(f"index {i} on {t} is missing")
         for i in sorted(have["indexes"] - want["indexes"]):
-            out.append(f"index {i} on {t} is not the baseline's")
+            out.append(f"there is an index {i} on {t}")
     return out
