@@ -156,6 +156,9 @@ def test_upgrade_from_baseline_to_head_loses_no_row(blank_url: str, tmp_path: Pa
 
     assert schema.upgrade_store(blank_url, str(real_head)).after == real_head
     assert _rows(blank_url, like=before) == before
+    with Session(raw_engine(blank_url)) as s:  # 0002 chained the events already there
+        chain = audit.verify_chain(s)
+        assert chain.ok and chain.count == len(before["auditevent"]), chain
     # ... and on through a revision that alters (on SQLite: copies) tables full of data.
     shape = _constraints(blank_url)
     assert schema.upgrade_store(blank_url).after == rehearsal
