@@ -12,29 +12,45 @@ quiet_prefect(terminal=sys.argv[1:2] != ["serve"])
 
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from wavekit import project
 from wavekit.adapters import catalog as catalog_mod
 from wavekit.adapters.settings import load_settings
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store import schema
+from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
 from wavekit.present.views import print_maintenance_summary
 from wavekit.workflow.runtime import build_runtime
 
+
+class _Commands(TyperGroup):
+    """Every command: a store wavekit cannot use (StoreNotReady) is one line and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except schema.StoreNotReady as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(help="Release IAM role packages to production in gated, watched, reversible "
                        "waves on Prefect.", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=_Commands)
 catalog_app = typer.Typer(help="Check catalogs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 audit_app = typer.Typer(help="Check and export the tamper-evident audit log.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+db_app = typer.Typer(help="The store's schema: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -66,6 +82,12 @@ def _wave_packages(database_url: str, wave: int, only: list[str] | None) -> list
 
 def _runtime(database_url: str | None, target: str | None = None):  # type: ignore[no-untyped-def]
     return build_runtime(load_settings(database_url=database_url, target=target))
+
+
+def _check_store() -> None:
+    """Before serving: the store the flow runs will open must be usable (an empty one is
+    created), or the command stops with one line."""
+    get_engine(load_settings().resolved_database_url())
 
 
 def _fail_invalid(exc: catalog_mod.CatalogInvalid) -> None:
@@ -388,6 +410,7 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api wavekit serve
     """
+    _check_store()
     quiet_prefect(terminal=False)
     from wavekit.present.serving import serve_all
 
@@ -424,6 +447,40 @@ def slack_receiver(host: str = typer.Option("127.0.0.1", metavar="HOST",
     run_receiver(host, port, database_url=rt.database_url,
                  signing_secret=app_.signing_secret.get_secret_value(),
                  web_client=app_.web_client(), ui_url=rt.settings.ui_url())
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: str | None = DbOption) -> None:
+    """Upgrade the store's schema to the one this wavekit needs (back the store up first).
+
+    A store created before wavekit had migrations is recognised and stamped first with the
+    revision whose tables it has (0001, the schema before migrations). One transaction: on
+    any error nothing is changed.
+
+    Example: wavekit db upgrade --database-url postgresql+psycopg2://wavekit@db/wavekit
+    """
+    url = load_settings(database_url=database_url).resolved_database_url()
+    where = schema.masked(url)
+    result = schema.upgrade_store(url)
+    if result.stamped:
+        typer.echo(f"the store at {where} was created before migrations: stamped "
+                   f"{result.stamped}")
+        result = schema.UpgradeResult(result.stamped, result.after, result.stamped)
+    if result.before == result.after:
+        typer.echo(f"the store at {where} is at revision {result.after} (head)")
+    else:
+        typer.echo(f"upgraded the store at {where} from revision {result.before or 'none'} to "
+                   f"{result.after} (head)")
+
+
+@db_app.command("current")
+def db_current(database_url: str | None = DbOption) -> None:
+    """Show the store's revision and the one this wavekit needs; changes nothing.
+
+    Example: wavekit db current
+    """
+    url = load_settings(database_url=database_url).resolved_database_url()
+    typer.echo(schema.read_state(url, raw_engine(url)).describe())
 
 
 @app.command("demo")

@@ -35,7 +35,12 @@ def build_runtime(
     notifier: Any = None,
     metrics: Any = None,
 ) -> Runtime:
-    """Build the runtime from settings (environment by default), creating the store if needed."""
+    """Build the runtime from settings (environment by default), opening the store.
+
+    An empty store is created at the schema's head; a store at any other revision raises
+    StoreNotReady, whose message is the one line to show ("... run `wavekit db upgrade`"):
+    a run stops there, before it reads or writes anything.
+    """
     settings = settings or load_settings()
     url = settings.resolved_database_url()
     get_engine(url)

@@ -1,4 +1,9 @@
-"""The store: one SQLModel engine per URL; SQLite by default, PostgreSQL through the same URL."""
+"""The store: one SQLModel engine per URL; SQLite by default, PostgreSQL through the same URL.
+
+The schema comes from the Alembic revisions only (wavekit.adapters.store.schema): an empty
+store is created at head the first time it is opened; a store at any other revision than
+head is refused with one line (StoreNotReady) until `wavekit db upgrade`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,39 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, create_engine
 
 # Imported for their side effects: the tables on SQLModel.metadata, the audit chain's hooks.
-from wavekit.adapters.store import audit, models  # noqa: F401
+from wavekit.adapters.store import audit, models, schema  # noqa: F401
+from wavekit.adapters.store.schema import StoreNotReady
+
+__all__ = ["StoreNotReady", "get_engine", "raw_engine", "reset_store", "session_scope"]
 
 
 @lru_cache(maxsize=16)
-def get_engine(url: str) -> Engine:
-    """The engine for a store URL, creating the SQLite file's directory and the schema."""
+def raw_engine(url: str) -> Engine:
+    """The engine for a store URL, creating the SQLite file's directory; no schema check."""
     parsed = make_url(url)
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:  # one in-memory database shared by every thread, not one per thread
+            kwargs["poolclass"] = StaticPool
         # Flow tasks run in threads; SQLite needs to be told that is fine.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def get_engine(url: str) -> Engine:
+    """The engine for a store whose schema is this wavekit's: an empty store is created at
+    head; one at another revision raises StoreNotReady (run `wavekit db upgrade`)."""
+    engine = raw_engine(url)
+    schema.ensure_current(url, engine)
     return engine
 
 
@@ -53,7 +71,7 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def reset_store(url: str) -> None:
-    """Drop and recreate every table (the demo and tests start from nothing)."""
-    engine = get_engine(url)
-    SQLModel.metadata.drop_all(engine)
-    SQLModel.metadata.create_all(engine)
+    """Drop every table and create the schema anew at head (the demo and tests start from
+    nothing), whatever revision the store was at."""
+    raw_engine(url)  # the SQLite file's directory
+    schema.recreate_store(url)
