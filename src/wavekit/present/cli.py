@@ -388,7 +388,8 @@ def telemetry(paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetr
 
 
 @app.command("report")
-def report(out: Path = typer.Option(Path("out"), "--out", help="Directory to write into."),
+def report(out: Path = typer.Option(Path("out"), "--out", metavar="DIR",
+                                    help="Directory to write into."),
            database_url: str | None = DbOption) -> None:
     """Write the readiness dashboard, wave reports and rollback reports.
 
