@@ -91,8 +91,8 @@ def test_rollback_drill(risk: str, drill: str, passed: bool, reason: str) -> Non
     (("x", "y"), {"x": S.STABLE, "y": S.STABLE}, True, "stable: x, y"),
     (("x",), {"x": S.WATCHING}, False, "waiting for dependencies: x is Watching"),
     (("x", "y"), {"x": S.STABLE}, False, "waiting for dependencies: y is unknown"),
-    (("y", "x"), {"x": S.HELD, "y": S.NEEDS_TUNING}, False,
-     "waiting for dependencies: x is Held, y is Needs tuning"),
+    (("y", "x"), {"x": S.CONTAINED, "y": S.NEEDS_TUNING}, False,
+     "waiting for dependencies: x is Contained, y is Needs tuning"),
 ])
 def test_dependencies_stable(deps: tuple[str, ...], states: dict, passed: bool,
                              reason: str) -> None:

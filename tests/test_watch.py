@@ -404,3 +404,22 @@ def test_legacy_grants_never_retire_while_a_human_decides(env: Env) -> None:
     from wavekit.domain.retirement import retirement_due
 
     assert retirement_due(hr.retirement(failing=False), after_window) is None
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_contain_restore_command(env: Env) -> None:
+    from typer.testing import CliRunner
+
+    from wavekit.present.cli import app
+
+    _, outcome = contained(env)
+    runner = CliRunner()
+    args = ["contain", "restore", FIN, "--database-url", env.url, "--as", "rm-alex"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"restored: {len(outcome.suspended)} suspended grant(s)" in result.output
+    assert env.state(FIN) == "watching" and env.grants(FIN) == DEPLOYED[FIN]
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 1 and "nothing to restore" in again.output
