@@ -92,13 +92,19 @@ def test_anomalies_contain_or_roll_back() -> None:
 def test_a_contained_package_is_still_judged() -> None:
     spike = {**HEALTHY, "export_anomaly": 9.0}
     p = plan([facts("c", state=PackageState.CONTAINED),
-              facts("r", state=PackageState.CONTAINED)],
-             {"c": spike, "r": spike},
-             checks(("r", 1, "ticket_noise", "failed"), ("r", 1, "ticket_noise", "failed")))
+              facts("r", state=PackageState.CONTAINED),
+              facts("q", state=PackageState.CONTAINED)],
+             {"c": spike, "r": spike, "q": HEALTHY},
+             checks(("r", 1, "ticket_noise", "failed"), ("r", 1, "ticket_noise", "failed"),
+                    # The anomaly the watch contained it for is no reason to roll back.
+                    ("c", 1, "export_anomaly", "failed"), ("q", 1, "export_anomaly", "failed")))
     # A new anomaly widens the containment; a failure past its limit rolls it back (and a
     # package rolled back tonight is not contained as well).
     assert [(d.package_key, d.checks) for d in p.contain] == [("c", ("export_anomaly",))]
     assert keys(p.rollback) == ["r"]
+    strict = plan([facts("s", health={"rollback_on_anomaly": True})], {"s": HEALTHY},
+                  checks(("s", 1, "export_anomaly", "failed")))
+    assert keys(strict.rollback) == ["s"]
 
 
 def test_results_before_a_restore_do_not_count() -> None:

@@ -238,9 +238,13 @@ def plan_maintenance(
                 f"owner reviewed on {as_utc(pkg.last_review_at):%Y-%m-%d}")
         checks = checks_for(pkg.health)
         failures = failed_checks(results, pkg) if pkg.live else {}
+        past = [c for c in checks if failures.get(c.name, 0) > c.failure_limit]
+        strict = bool(pkg.health.get("rollback_on_anomaly"))
+        # As in the watch: an anomaly past its limit contains the package (it rolls back
+        # only with rollback_on_anomaly); any other check past its limit rolls it back.
         exhausted = [f"{c.name} failed {failures[c.name]} time(s) (limit {c.failure_limit})"
-                     for c in checks if failures.get(c.name, 0) > c.failure_limit]
-        retirement = (retirement_due(pkg.retirement(bool(exhausted)), as_of)
+                     for c in past if strict or not c.anomaly]
+        retirement = (retirement_due(pkg.retirement(bool(past)), as_of)
                       if pkg.live else None)
         if retirement:
             retire.append(Decision(key, retirement))
@@ -256,7 +260,7 @@ def plan_maintenance(
         m = metrics.get(key)
         found = anomalies(checks, m) if m is not None else []
         why = "; ".join(r for _, r in found)
-        if found and pkg.health.get("rollback_on_anomaly"):
+        if found and strict:
             exhausted += [f"anomaly with rollback_on_anomaly: {r}" for _, r in found]
         elif found and not exhausted:  # a package rolled back tonight has nothing to contain
             contain.append(Decision(key, why, tuple(c.name for c, _ in found)))
