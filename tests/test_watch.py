@@ -423,3 +423,23 @@ def test_contain_restore_command(env: Env) -> None:
     assert env.state(FIN) == "watching" and env.grants(FIN) == DEPLOYED[FIN]
     again = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert again.exit_code == 1 and "nothing to restore" in again.output
+
+
+def test_a_stable_package_contained_overnight_is_restored_to_stable(env: Env) -> None:
+    rid = env.release(FIN)
+    assert env.days(rid, 1, 15)[-1].action == "stable"
+    spiker = member(env)
+    # What the nightly run does for an anomaly it finds in a stable package.
+    outcome = containment.contain(env.rt, containment.live_release_id(env.rt, FIN),
+                                  "nightly maintenance: bulk export spike", {spiker},
+                                  checks=("export_anomaly",), as_of=D0 + 20 * DAY)
+    assert outcome.new and env.state(FIN) == "contained"
+    assert not {g for g in env.grants(FIN) if g.identity == spiker
+                and g.entitlement in env.view(FIN).entitlements}
+    env.clock.set(D0 + 21 * DAY)
+    assert containment.restore(env.rt, FIN).state == "stable"
+    assert env.state(FIN) == "stable"
+    with session_scope(env.url) as s:
+        release = s.get(Release, rid)
+        assert as_utc(release.analysis_from) == D0 + 21 * DAY
+        assert not rollout.release_failing(s, release)

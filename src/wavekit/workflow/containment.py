@@ -203,8 +203,8 @@ def restore(rt: Runtime, package_key: str, *, actor: str = "release manager",
         suspensions.lift(s, release_id, by=actor, reason=reason, at=now)
         release = s.get(Release, release_id)
         pkg = s.get(RolePackage, package_key)
+        release.analysis_from = now  # a fresh analysis, as after an Argo retry
         if to_state == S.WATCHING:
-            release.analysis_from = now  # a fresh analysis, as after an Argo retry
             release.next_check_at = None  # due at the next tick
         outcome = RestoreOutcome(package_key, release_id, to_state.value, written, grants,
                                  identities)
