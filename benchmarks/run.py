@@ -390,8 +390,8 @@ def bench_metrics(n_packages: int, *, measured: int = 4) -> list[Result]:
         return [adoption(tf, p, start, end) for p in sample]
 
     def wk_all() -> list[dict[str, float | None]]:
-        return [measure_package(tf, p, deployed_at=D0, as_of=as_of, target_grants=grants[p.key])
-                for p in sample]
+        return [measure_package(tf, p, deployed_at=D0, since=D0, as_of=as_of,
+                                target_grants=grants[p.key]) for p in sample]
 
     def base() -> list[float | None]:
         return [baseline_adoption(tf.usage, p, start, end) for p in sample]

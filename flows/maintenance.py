@@ -41,9 +41,10 @@ def plan(rt: Runtime, as_of: datetime) -> domain.MaintenancePlan:
 
 @task(name="contain_package", cache_policy=NO_CACHE)
 def contain(rt: Runtime, decision: domain.Decision, as_of: datetime) -> None:
-    """Hold a package showing an anomaly and tell its owner."""
-    domain.contain_package(rt, decision.package_key, decision.reason, as_of)
-    notices.notify_held(rt, decision.package_key, f"contained: {decision.reason}")
+    """Suspend the grants at risk of a package showing an anomaly and tell its owner."""
+    outcome = domain.contain_package(rt, decision, as_of)
+    if outcome.new:
+        notices.notify_contained(rt, outcome)
 
 
 @task(name="update_backlog", cache_policy=NO_CACHE)

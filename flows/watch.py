@@ -40,7 +40,7 @@ def release_dependents(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
 
 @flow(name="watch-packages", log_prints=True)
 def watch_packages(as_of: datetime | None = None) -> list[dict[str, Any]]:
-    """Run every health check that is due; roll back, hold or promote packages accordingly.
+    """Run every health check that is due; roll back, contain, hold or promote packages.
 
     as_of defaults to now; pass a time to replay the watch (tests, the demo's fast-forward).
     """
@@ -55,6 +55,6 @@ def watch_packages(as_of: datetime | None = None) -> list[dict[str, Any]]:
                 release_dependents(rt, tick.package_key)
             results.append({"package": tick.package_key, "action": tick.action,
                             "reason": tick.reason, "measured": tick.measured})
-        for release_id in rollout.releases_awaiting_retirement(rt):
+        for release_id in rollout.releases_awaiting_retirement(rt, now):
             retire_legacy(rt, release_id)
         return results

@@ -4,6 +4,7 @@ release_wave(wave)                     one flow run per wave
  └─ roll_out_package(pkg) x N          one run per package, every one handed off at once
      stage → owner_handoff → dependency_checks → deploy → watch → retire_legacy (launch window)
      a failed health check → rollback_package(pkg): restore, verify, record
+     an anomaly → contain(pkg): suspend the grants at risk, tell the owner; still watched
 
 Under a deployment (the production path) each package is its own `roll-out-package` run and
 suspends at the owner handoff: no worker slot or process waits for an owner. The decision
@@ -32,7 +33,7 @@ from wavekit.adapters.slack.notifier import announce_handoff
 from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import notices, rollout, watch
+from wavekit.workflow import containment, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import Runtime, current_runtime
@@ -157,6 +158,18 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
     return rollout.retire_legacy(rt, release_id)
 
 
+@task(name="contain", cache_policy=NO_CACHE)
+def contain(rt: Runtime, release_id: int, reason: str, identities: frozenset[str],
+            checks: tuple[str, ...], as_of: datetime | None = None
+            ) -> containment.ContainOutcome:
+    """Suspend the grants at risk at once (a recorded, reversible bundle) and tell the owner."""
+    outcome = containment.contain(rt, release_id, reason, identities, checks=checks,
+                                  as_of=as_of)
+    if outcome.new:
+        notices.notify_contained(rt, outcome, _run_url(rt))
+    return outcome
+
+
 def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
                     request: rollout.HandoffRequest, step: str) -> str | None:
     """Suspend or pause for the owner's decision; None when the run must not wait."""
@@ -200,7 +213,7 @@ def roll_out_package(package_key: str, wave: int | None = None,
     staged = stage(rt, package_key, wave, triggered_by)
     if staged.skipped:
         log.info("%s skipped: %s", package_key, staged.skipped)
-        for release_id in rollout.launch_retirements_due(rt, package_key):
+        for release_id in rollout.launch_retirements_due(rt, package_key, rt.clock.now()):
             retire_legacy(rt, release_id)  # a crash after deploy left the retirement undone
         return _end(rt, package_key, wave)
     if staged.held:
@@ -237,6 +250,8 @@ def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:
     actions = watch.next_actions(rt, tick)
     if actions.rollback:
         rollback_package(tick.package_key, tick.reason, release_id=tick.release_id)
+    if actions.contain:
+        contain(rt, tick.release_id, tick.reason, tick.identities, tick.checks, tick.as_of)
     if actions.notify_hold:
         notices.notify_held(rt, tick.package_key, actions.notify_hold, _run_url(rt))
     if actions.retire_legacy:

@@ -89,6 +89,34 @@ def test_anomalies_contain_or_roll_back() -> None:
     assert [i.dedupe_key for i in p.open] == ["anomaly:esc", "anomaly:spike", "anomaly:strict"]
 
 
+def test_a_contained_package_is_still_judged() -> None:
+    spike = {**HEALTHY, "export_anomaly": 9.0}
+    p = plan([facts("c", state=PackageState.CONTAINED),
+              facts("r", state=PackageState.CONTAINED),
+              facts("q", state=PackageState.CONTAINED)],
+             {"c": spike, "r": spike, "q": HEALTHY},
+             checks(("r", 1, "ticket_noise", "failed"), ("r", 1, "ticket_noise", "failed"),
+                    # The anomaly the watch contained it for is no reason to roll back.
+                    ("c", 1, "export_anomaly", "failed"), ("q", 1, "export_anomaly", "failed")))
+    # A new anomaly widens the containment; a failure past its limit rolls it back (and a
+    # package rolled back tonight is not contained as well).
+    assert [(d.package_key, d.checks) for d in p.contain] == [("c", ("export_anomaly",))]
+    assert keys(p.rollback) == ["r"]
+    strict = plan([facts("s", health={"rollback_on_anomaly": True})], {"s": HEALTHY},
+                  checks(("s", 1, "export_anomaly", "failed")))
+    assert keys(strict.rollback) == ["s"]
+
+
+def test_results_before_a_restore_do_not_count() -> None:
+    results = pd.DataFrame(
+        [("a", 1, "ticket_noise", "failed", D0 + timedelta(days=1)),
+         ("a", 1, "ticket_noise", "failed", D0 + timedelta(days=2))],
+        columns=["package_key", "release_id", "check_name", "verdict", "due_at"])
+    assert keys(plan([facts("a")], {"a": HEALTHY}, results).rollback) == ["a"]
+    restored = facts("a", analysis_from=D0 + timedelta(days=2))
+    assert plan([restored], {"a": HEALTHY}, results).rollback == ()
+
+
 def test_rollback_supersedes_tuning() -> None:
     results = checks(("a", 1, "access_drift", "failed"), ("a", 1, "access_drift", "failed"))
     # 2 failures > the limit of 1
@@ -164,8 +192,17 @@ def test_ownership_renewal_at_the_review_cadence() -> None:
 
 def test_legacy_retirement_after_the_watch_passes() -> None:
     legacy = dict(has_legacy=True, state=PackageState.STABLE)
+    ended = AS_OF - timedelta(days=1)
     p = plan([facts("due", watch_ends_at=AS_OF - timedelta(hours=1), **legacy),
               facts("watching", watch_ends_at=AS_OF + timedelta(days=1), **legacy),
+              # The one retirement rule (as the watch applies it): never while a human decides,
+              # while an anomaly is open, or while the watch is still going past its window.
+              facts("tuning", watch_ends_at=ended, has_legacy=True,
+                    state=PackageState.NEEDS_TUNING),
+              facts("overdue-watch", watch_ends_at=ended, has_legacy=True,
+                    state=PackageState.WATCHING),
+              facts("contained", watch_ends_at=ended, has_legacy=True,
+                    state=PackageState.CONTAINED),
               facts("tolerated", watch_ends_at=AS_OF - timedelta(days=1), **legacy),
               facts("failing", watch_ends_at=AS_OF - timedelta(days=1), **legacy),
               facts("done", watch_ends_at=AS_OF - timedelta(days=1),
@@ -265,7 +302,7 @@ def test_apply_backlog_opens_closes_and_reopens(loaded_store: str) -> None:
 def test_nightly_plan_from_the_example_store(loaded_store: str) -> None:
     with session_scope(loaded_store) as s:
         old = Release(package_key="hr-case-intake-specialist", approved_at=D0,
-                      deployed_at=D0, rolled_back_at=D0 + timedelta(days=1))
+                      deployed_at=D0, rolled_back_at=D0 + timedelta(days=1), retirements=3)
         s.add(old)
         s.flush()
         s.add(Release(package_key="finance-month-end-operator", approved_at=D0,
@@ -285,6 +322,7 @@ def test_nightly_plan_from_the_example_store(loaded_store: str) -> None:
     assert by_key["finance-month-end-operator"].live
     # HR's latest release was rolled back: it is not live, whatever its state says.
     assert by_key["hr-case-intake-specialist"].deployed_at is None
+    # Legacy grants are the release's: HR's plan retired 3, Finance's retires none.
     assert by_key["hr-case-intake-specialist"].has_legacy
     assert not by_key["finance-month-end-operator"].has_legacy
     assert inputs.results[["package_key", "verdict"]].values.tolist() == [

@@ -15,12 +15,20 @@ from tests.support.flows import approver
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import MaintenanceTask, Release, RolePackage
+from wavekit.adapters.store.models import (
+    HealthCheckResult,
+    MaintenanceTask,
+    Release,
+    RolePackage,
+)
+from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.adapters.telemetry import ingest_frame
 from wavekit.domain.clock import as_utc, utcnow
+from wavekit.domain.grants import Grant
 from wavekit.examples import seed_target
 from wavekit.examples.synth_telemetry import generate_telemetry
+from wavekit.present.kpis import compute_kpis
 from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -35,10 +43,10 @@ def launched(loaded_store: str, monkeypatch, tmp_path) -> Iterator:  # type: ign
     seed_target(target)
     settings = load_settings(database_url=loaded_store, data_dir=tmp_path)
 
-    def telemetry(**extra):  # type: ignore[no-untyped-def]
+    def telemetry(days: int = 43, **extra):  # type: ignore[no-untyped-def]
         launch = utcnow()
         frames = generate_telemetry(loaded_store, start=launch - timedelta(days=28),
-                                    deployed_at=launch, days=43, seed=7, **extra)
+                                    deployed_at=launch, days=days, seed=7, **extra)
         for kind, df in frames.items():
             ingest_frame(loaded_store, kind, df, source="test")
         return launch
@@ -80,14 +88,34 @@ def test_nightly_run_rolls_back_the_degrading_package_and_keeps_the_backlog(laun
 
 def test_bulk_export_spike_contains_its_package(launched) -> None:
     url, telemetry = launched
-    launch = telemetry(anomaly=FIN)
+    # The synthetic spike (and an out-of-band privileged grant) lands midway through the last
+    # generated day: day 10.5, inside Finance's 14-day watch.
+    launch = telemetry(anomaly=FIN, days=28 + 11)
     with approver(url):
         release_wave(wave=1, packages=[FIN])
-    # The synthetic spike lands on the last generated day; watch up to it.
-    last_day = launch + timedelta(days=14, hours=20)
-    watch_packages(as_of=last_day)
+    with session_scope(url) as s:
+        fin = load_package_view(s, FIN)
+    target = SandboxTarget(url)
+    deployed = target.read_grants(fin.entitlements)
+    watch_packages(as_of=launch + timedelta(days=10, hours=20))  # catches up to the spike
     with session_scope(url) as s:
         pkg = s.get(RolePackage, FIN)
-        contained = audit.events(s, package_key=FIN, action="package_contained")
-    assert pkg.state == "held" and "export_anomaly" in pkg.state_reason
-    assert contained
+        [contained] = audit.events(s, package_key=FIN, action="package_contained")
+        [suspended] = audit.events(s, package_key=FIN, action="grants_suspended")
+        failed = s.exec(select(HealthCheckResult.check_name).where(
+            HealthCheckResult.package_key == FIN, HealthCheckResult.verdict == "failed")).all()
+    assert sorted(failed) == ["escalation_anomaly", "export_anomaly"]  # nothing before the spike
+    assert pkg.state == "contained" and "export_anomaly" in pkg.state_reason
+    # Containment contains: the member who exported loses the package's grants, nobody else.
+    spiker = sorted(fin.members)[0]
+    assert contained.detail["identities"] == [spiker]
+    lost = {Grant(spiker, e) for e in fin.entitlements}
+    assert target.read_grants(fin.entitlements) == deployed - lost
+    assert suspended.detail["count"] == len(lost)
+    # The nightly run still judges it (and does not contain it twice or roll it back).
+    summary = nightly_maintenance(as_of=launch + timedelta(days=10, hours=22))
+    assert summary["contain"] == 1 and summary["rollback"] == 0
+    with session_scope(url) as s:
+        assert s.get(RolePackage, FIN).state == "contained"
+        assert len(audit.events(s, package_key=FIN, action="package_contained")) == 1
+        assert compute_kpis(s, launch + timedelta(days=11)).roles_monitored == 1

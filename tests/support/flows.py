@@ -27,21 +27,31 @@ def prefect_harness() -> Iterator[None]:
 
 
 class ScriptedMetrics:
-    """Metric values by package and day since deploy: healthy unless a script says otherwise."""
+    """Metric values by package and day since deploy (the window's end): healthy unless a
+    script says otherwise. A script may raise, to stand for a broken feed; `names` says who
+    an anomaly implicates, by package."""
 
     def __init__(self, script: Mapping[str, Callable[[float], Mapping[str, float | None]]]
                  | None = None) -> None:
         self.script = dict(script or {})
+        self.names: dict[str, frozenset[str]] = {}
         self.calls: list[tuple[str, datetime]] = []
+        self.windows: list[tuple[str, datetime, datetime, bool]] = []
 
-    def measure(self, package: PackageView, deployed_at: datetime, as_of: datetime,
-                target_grants: GrantSet) -> Mapping[str, float | None]:
+    def measure(self, package: PackageView, *, deployed_at: datetime, since: datetime,
+                as_of: datetime, target_grants: GrantSet, suspended: GrantSet = frozenset(),
+                from_history: bool = False) -> Mapping[str, float | None]:
         self.calls.append((package.key, as_of))
+        self.windows.append((package.key, as_utc(since), as_utc(as_of), from_history))
         day = (as_utc(as_of) - as_utc(deployed_at)) / timedelta(days=1)
         values = dict(HEALTHY)
         if package.key in self.script:
             values.update(self.script[package.key](day))
         return values
+
+    def implicated(self, package: PackageView, metric: str, *, deployed_at: datetime,
+                   since: datetime, as_of: datetime, threshold: float) -> frozenset[str]:
+        return self.names.get(package.key, frozenset())
 
 
 def approve_all(_: Approval) -> tuple[str, str, str]:

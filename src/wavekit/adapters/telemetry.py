@@ -47,7 +47,7 @@ from wavekit.domain.frames import (
     utc_timestamp,
 )
 from wavekit.domain.grants import GrantSet
-from wavekit.domain.metrics import measure_package, window_start
+from wavekit.domain.metrics import implicated, measure_package, window_start
 from wavekit.domain.packages import PackageView
 
 _INSERT_CHUNK = 50_000
@@ -354,6 +354,11 @@ def _load(session: Session, since: datetime | None, until: datetime | None,
         latest_q = latest_q.where(t.at < as_utc(until))
     latest = {k: utc_timestamp(v)
               for k, v in session.exec(latest_q) if v is not None}
+    earliest_q = select(t.kind, func.min(t.at)).group_by(t.kind)
+    if until is not None:
+        earliest_q = earliest_q.where(t.at < as_utc(until))
+    earliest = {k: utc_timestamp(v)
+                for k, v in session.exec(earliest_q) if v is not None}
     if package is None:
         raw = {k: _read(session, k, since, until) for k in KINDS}
     else:
@@ -367,7 +372,7 @@ def _load(session: Session, since: datetime | None, until: datetime | None,
                                  package.entitlements | privileged),
         }
     frames = {k: _from_samples(k, raw[k]) for k in KINDS}
-    return TelemetryFrames(**frames, privileged=privileged, latest=latest)
+    return TelemetryFrames(**frames, privileged=privileged, latest=latest, earliest=earliest)
 
 
 def load_frames(
@@ -396,11 +401,24 @@ class TelemetryMetrics:
         self.database_url = database_url
         self.baseline_days = baseline_days
 
-    def measure(self, package: PackageView, deployed_at: datetime, as_of: datetime,
-                target_grants: GrantSet) -> dict[str, float | None]:
-        """Load the package's telemetry window and measure it."""
-        frames = load_frames(self.database_url,
-                             window_start(deployed_at, as_of, self.baseline_days), as_of,
-                             package=package)
-        return measure_package(frames, package, deployed_at=deployed_at, as_of=as_of,
-                               target_grants=target_grants, baseline_days=self.baseline_days)
+    def _frames(self, package: PackageView, deployed_at: datetime, as_of: datetime
+                ) -> TelemetryFrames:
+        return load_frames(self.database_url,
+                           window_start(deployed_at, as_of, self.baseline_days), as_of,
+                           package=package)
+
+    def measure(self, package: PackageView, *, deployed_at: datetime, since: datetime,
+                as_of: datetime, target_grants: GrantSet, suspended: GrantSet = frozenset(),
+                from_history: bool = False) -> dict[str, float | None]:
+        """Load the package's telemetry (baseline to `as_of`) and measure [since, as_of)."""
+        return measure_package(self._frames(package, deployed_at, as_of), package,
+                               deployed_at=deployed_at, since=since, as_of=as_of,
+                               target_grants=target_grants, baseline_days=self.baseline_days,
+                               suspended=suspended, from_history=from_history)
+
+    def implicated(self, package: PackageView, metric: str, *, deployed_at: datetime,
+                   since: datetime, as_of: datetime, threshold: float) -> frozenset[str]:
+        """The members behind an anomaly of `metric` in [since, as_of)."""
+        return implicated(self._frames(package, deployed_at, as_of), package, metric,
+                          deployed_at=deployed_at, since=since, as_of=as_of,
+                          threshold=threshold, baseline_days=self.baseline_days)

@@ -64,22 +64,31 @@ class TelemetryFrames:
     # Latest event time of each kind in the store (unscoped): tells a silent feed from a
     # quiet package. A kind missing here has never delivered anything.
     latest: Mapping[str, pd.Timestamp] = field(default_factory=dict)
+    # Earliest event time of each kind in the store (unscoped): how far back a baseline can
+    # reach, so a feed that started last week never reads as four quiet weeks.
+    earliest: Mapping[str, pd.Timestamp] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, privileged: Iterable[str] = (),
-              latest: Mapping[str, Any] | None = None, **frames: pd.DataFrame | None
+              latest: Mapping[str, Any] | None = None,
+              earliest: Mapping[str, Any] | None = None, **frames: pd.DataFrame | None
               ) -> TelemetryFrames:
-        """Frames from DataFrames (any kind may be left out); `latest` defaults to the frames'."""
+        """Frames from DataFrames (any kind may be left out).
+
+        `latest` and `earliest` default to the frames' own last and first event times.
+        """
         unknown = set(frames) - set(KINDS)
         if unknown:
             raise TypeError(f"unknown telemetry kind(s): {', '.join(sorted(unknown))}")
         norm = {k: _normalise(k, frames.get(k)) for k in KINDS}
-        if latest is None:
-            seen = {k: norm[k]["at"].max() for k in KINDS if len(norm[k])}
-        else:
-            seen = {k: utc_timestamp(v)
-                    for k, v in latest.items() if v is not None}
-        return cls(**norm, privileged=frozenset(privileged), latest=seen)
+
+        def bounds(given: Mapping[str, Any] | None, agg: str) -> dict[str, pd.Timestamp]:
+            if given is None:
+                return {k: getattr(norm[k]["at"], agg)() for k in KINDS if len(norm[k])}
+            return {k: utc_timestamp(v) for k, v in given.items() if v is not None}
+
+        return cls(**norm, privileged=frozenset(privileged), latest=bounds(latest, "max"),
+                   earliest=bounds(earliest, "min"))
 
     def as_dict(self) -> dict[str, pd.DataFrame]:
         return {k: getattr(self, k) for k in KINDS}

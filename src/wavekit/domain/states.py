@@ -4,9 +4,18 @@
 (`python -m wavekit.domain.states > docs/states.md`) and a test fails when the two differ,
 so the picture cannot drift from the code.
 
+Containment: an anomaly after launch suspends the grants at risk and stops the package for a
+human, who restores it, rolls it back or releases it again. A contained package is still
+live, watched and judged every night; a held one has nothing on the target.
+
+    watching ─────┐                   ┌──► watching | stable | needs_tuning   (restore)
+    stable ───────┼──► contained ─────┼──► rolling_back                      (roll back)
+    needs_tuning ─┘        ▲          └──► awaiting_handoff ──► deploying    (release again)
+                           └───────────────────┘ the new release is held: back to contained
+
 The portal's states (Scheduled, Release ready, Monitoring, Needs tuning, Rollback ready)
 describe packages before launch; the DAG's (Awaiting handoff, Held, Deploying, Watching,
-Stable, Rolled back) describe a release in flight and after it.
+Stable, Contained, Rolled back) describe a release in flight and after it.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ class PackageState(StrEnum):
     DEPLOYING = "deploying"
     WATCHING = "watching"
     STABLE = "stable"
+    CONTAINED = "contained"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
 
@@ -45,6 +55,7 @@ _LABELS = {
     PackageState.DEPLOYING: "Deploying",
     PackageState.WATCHING: "Watching",
     PackageState.STABLE: "Stable",
+    PackageState.CONTAINED: "Contained",
     PackageState.ROLLING_BACK: "Rolling back",
     PackageState.ROLLED_BACK: "Rolled back",
 }
@@ -60,30 +71,40 @@ ALLOWED: dict[PackageState, frozenset[PackageState]] = {
     S.MONITORING: frozenset({S.SCHEDULED, S.RELEASE_READY, S.NEEDS_TUNING, S.AWAITING_HANDOFF,
                              S.HELD}),
     S.NEEDS_TUNING: frozenset({S.SCHEDULED, S.RELEASE_READY, S.MONITORING, S.AWAITING_HANDOFF,
-                               S.HELD, S.WATCHING, S.STABLE, S.ROLLING_BACK}),
+                               S.HELD, S.WATCHING, S.STABLE, S.CONTAINED, S.ROLLING_BACK}),
     S.HELD: frozenset({S.SCHEDULED, S.RELEASE_READY, S.MONITORING, S.NEEDS_TUNING,
                        S.AWAITING_HANDOFF, S.ROLLING_BACK}),
-    # A crash while paused leaves awaiting_handoff; the re-run asks again.
-    S.AWAITING_HANDOFF: frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.HELD}),
+    # A crash while paused leaves awaiting_handoff; the re-run asks again. A held release of
+    # a contained package returns it to contained: its earlier release is still live.
+    S.AWAITING_HANDOFF: frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.HELD, S.CONTAINED}),
     # deploying -> deploying is the re-run after a crash mid-deploy.
     S.DEPLOYING: frozenset({S.DEPLOYING, S.WATCHING, S.HELD, S.ROLLING_BACK}),
-    S.WATCHING: frozenset({S.STABLE, S.NEEDS_TUNING, S.HELD, S.ROLLING_BACK}),
-    # stable -> held is containment: an anomaly after launch stops the package for a human.
-    S.STABLE: frozenset({S.NEEDS_TUNING, S.HELD, S.ROLLING_BACK}),
+    # A live package is never held (held means nothing is on the target): an anomaly after
+    # launch contains it.
+    S.WATCHING: frozenset({S.STABLE, S.NEEDS_TUNING, S.CONTAINED, S.ROLLING_BACK}),
+    S.STABLE: frozenset({S.NEEDS_TUNING, S.CONTAINED, S.ROLLING_BACK}),
+    # restore (back to where containment found it), roll back, or release again.
+    S.CONTAINED: frozenset({S.WATCHING, S.STABLE, S.NEEDS_TUNING, S.ROLLING_BACK,
+                            S.AWAITING_HANDOFF}),
     S.ROLLBACK_READY: frozenset({S.SCHEDULED, S.HELD, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLING_BACK, S.ROLLED_BACK}),
     S.ROLLED_BACK: frozenset({S.SCHEDULED, S.ROLLING_BACK}),
 }
 
 # States from which release_wave picks a package up (again): everything not yet launched,
-# plus the in-flight states a crash can leave behind.
-RELEASABLE: frozenset[PackageState] = frozenset(_PRE_RELEASE | {S.AWAITING_HANDOFF, S.DEPLOYING})
-# States in which the package's grants are live on the target.
-DEPLOYED: frozenset[PackageState] = frozenset({S.WATCHING, S.STABLE, S.NEEDS_TUNING})
+# the in-flight states a crash can leave behind, and containment (release again).
+RELEASABLE: frozenset[PackageState] = frozenset(
+    _PRE_RELEASE | {S.AWAITING_HANDOFF, S.DEPLOYING, S.CONTAINED})
+# States in which the package's grants are live on the target (a contained package's are,
+# less the suspended ones): what the nightly run judges and the portal counts as monitored.
+DEPLOYED: frozenset[PackageState] = frozenset({S.WATCHING, S.STABLE, S.NEEDS_TUNING,
+                                               S.CONTAINED})
+# States in which the watch keeps taking the package's health measurements.
+WATCHED: frozenset[PackageState] = frozenset({S.WATCHING, S.CONTAINED})
 # Rollback has something to restore only once a prior bundle was recorded.
 ROLLBACKABLE: frozenset[PackageState] = frozenset(
-    {S.DEPLOYING, S.WATCHING, S.STABLE, S.NEEDS_TUNING, S.HELD, S.ROLLING_BACK, S.ROLLED_BACK,
-     S.ROLLBACK_READY}
+    {S.DEPLOYING, S.WATCHING, S.STABLE, S.NEEDS_TUNING, S.CONTAINED, S.HELD, S.ROLLING_BACK,
+     S.ROLLED_BACK, S.ROLLBACK_READY}
 )
 
 

@@ -509,6 +509,39 @@ def demo(target: str = typer.Option("sandbox", metavar="KIND", help="sandbox, sc
     run_demo(console, target=target, data_dir=data_dir, catalog=EXAMPLE_CATALOG)
 
 
+# ------------------------------------------------------------------ containment
+
+contain_app = typer.Typer(help="Contained packages: give suspended grants back.",
+                          no_args_is_help=True)
+app.add_typer(contain_app, name="contain")
+
+
+@contain_app.command("restore")
+def contain_restore(ctx: typer.Context,
+                    package_key: str = typer.Argument(..., metavar="PACKAGE",
+                                                      help="Package key."),
+                    reason: str = typer.Option("restored by a release manager", "--reason",
+                                               metavar="TEXT", help="Why (recorded)."),
+                    actor: str = typer.Option("release manager", "--as", metavar="WHO",
+                                              help="Who restores."),
+                    database_url: str | None = DbOption,
+                    target: str | None = TargetOption) -> None:
+    """Give a contained package's suspended grants back and return it to where containment
+    found it (roll it back instead with `wavekit rollback`, or release it again).
+
+    Example: wavekit contain restore finance-month-end-operator --reason "export approved"
+    """
+    from wavekit.workflow.containment import NotContained, RestoreUnproven, restore
+
+    rt = _runtime(ctx, database_url, target)
+    try:
+        outcome = restore(rt, package_key, actor=actor, reason=reason)
+    except (NotContained, RestoreUnproven) as exc:
+        console.print(f"[red]✗ {escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]✓ {escape(outcome.describe())}[/green]")
+
+
 def main() -> None:
     """The console script: any unexpected error is one line; the traceback goes to the log."""
     import logging

@@ -2,9 +2,9 @@
 
 - wave_ready: the lowest wave that still holds unreleased packages, and how many it holds.
   Unreleased = a releasable state (states.RELEASABLE) and no live release.
-- roles_monitored: live packages, tracked through post-release telemetry. Live = watching or
-  stable, or needs_tuning with a deployed release not rolled back (a package can also need
-  tuning before it ever ships; that one is not in production).
+- roles_monitored: live packages, tracked through post-release telemetry. Live = watching,
+  stable or contained, or needs_tuning with a deployed release not rolled back (a package can
+  also need tuning before it ever ships; that one is not in production).
 - maintenance_tasks_open: backlog items opened by as_of and not closed by then.
 - coverage_health: share of live packages with a population rule that are aligned: at least
   90% of members are active identities matching the rule (and, if asked, the members cover
@@ -48,10 +48,11 @@ ACTIONS = ("Release", "Monitor", "Tune", "Rollback")
 _ACTION = {
     S.RELEASE_READY: "Release", S.AWAITING_HANDOFF: "Release", S.DEPLOYING: "Release",
     S.SCHEDULED: "Monitor", S.MONITORING: "Monitor", S.WATCHING: "Monitor", S.STABLE: "Monitor",
-    S.NEEDS_TUNING: "Tune", S.HELD: "Tune",
+    S.NEEDS_TUNING: "Tune", S.HELD: "Tune", S.CONTAINED: "Tune",
     S.ROLLBACK_READY: "Rollback", S.ROLLING_BACK: "Rollback", S.ROLLED_BACK: "Rollback",
 }
-IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.ROLLING_BACK})
+IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.CONTAINED,
+                       S.ROLLING_BACK})
 FACTOR_WEIGHTS = {
     "Named owner": 15,
     "Owner reachable in Slack": 10,
@@ -232,7 +233,8 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     live_release = {r.package_key for r in releases
                     if r.deployed_at is not None and r.rolled_back_at is None}
     live = {k for k, st in states.items()
-            if st in (S.WATCHING, S.STABLE) or (st == S.NEEDS_TUNING and k in live_release)}
+            if st in (S.WATCHING, S.STABLE, S.CONTAINED)
+            or (st == S.NEEDS_TUNING and k in live_release)}
 
     # wave ready
     unreleased = [p for p in pkgs

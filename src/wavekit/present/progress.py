@@ -54,6 +54,8 @@ def describe(event: AuditEvent, ui_url: str | None = None) -> str | None:
         to = d.get("to_state")
         if to == PackageState.HELD:
             return f"{pkg}: [red]held[/red] — {d.get('reason', '')}"
+        if to == PackageState.CONTAINED:
+            return f"{pkg}: [red]contained[/red] — {d.get('reason', '')}"
         if to == PackageState.WATCHING:
             return f"{pkg}: watching — {d.get('reason', '')}"
     return None

@@ -364,7 +364,7 @@ def release_outcome(release: Release, package: RolePackage, latest_id: int | Non
     return "Stable" if release.stable_at else "Superseded"
 
 
-_VERDICT_RANK = {"passed": 0, "inconclusive": 1, "failed": 2}
+_VERDICT_RANK = {"passed": 0, "inconclusive": 1, "error": 1, "failed": 2}
 
 
 def _health_summary(df: pd.DataFrame) -> dict[str, Any]:
@@ -602,7 +602,8 @@ def _open_at(opened: datetime, closed: datetime | None, as_of: datetime) -> bool
 
 def operations_focus(session: Session, as_of: datetime) -> list[dict[str, Any]]:
     """What needs a person now, most urgent first: unproven rollbacks, held packages and their
-    failed gates, failed gates elsewhere, pending approvals, open maintenance tasks."""
+    failed gates, contained packages, failed gates elsewhere, pending approvals, open
+    maintenance tasks."""
     packages = {p.key: p for p in session.exec(select(RolePackage))}
     latest = _latest_release_ids(session)
     gates = _latest_gates(session)
@@ -624,6 +625,9 @@ def operations_focus(session: Session, as_of: datetime) -> list[dict[str, Any]]:
         if PackageState(pkg.state) == PackageState.HELD:
             items.append({"kind": "held", "package": pkg, "since": pkg.state_changed_at,
                           "reason": pkg.state_reason, "gates": failed})
+        elif PackageState(pkg.state) == PackageState.CONTAINED:
+            items.append({"kind": "contained", "package": pkg, "since": pkg.state_changed_at,
+                          "reason": pkg.state_reason, "gates": []})
         elif failed and PackageState(pkg.state) not in (PackageState.ROLLED_BACK,
                                                          PackageState.STABLE):
             items.append({"kind": "gates", "package": pkg, "since": event.at if event else None,

@@ -10,16 +10,17 @@ and the open backlog, and decides (the lead's flow executes; nothing here writes
 - tune      a live package whose access drift, ticket noise or adoption breaks its check,
             or whose exceptions grow too fast
 - renew     owner review older than the cadence (never reviewed: counted from deploy)
-- retire    legacy grants due: the watch ended with no check past its failure limit (or,
-            for packages that retire in the launch window, deploy is done) and they are
-            not retired yet
+- retire    legacy grants due by the one retirement rule the watch uses too
+            (`wavekit.domain.retirement.retirement_due`)
 - backlog   items to open and to close, keyed f"{kind}:{package_key}" so reruns never
             open twins; an item closes only once its condition is seen clear (anomaly
             reviews are closed by people)
 
 Metric limits are the watch's: `wavekit.domain.health.checks_for(package.health)` (thresholds,
 bounds, start delays and failure limits, with the catalog's per-check overrides), so the
-nightly run never judges a package by other numbers than its watch did.
+nightly run never judges a package by other numbers than its watch did. The nightly run
+measures the last NIGHTLY_WINDOW (24 hours, its own cadence) of every live package,
+contained ones included.
 """
 
 from __future__ import annotations
@@ -39,19 +40,20 @@ from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
     HealthCheckResult,
     MaintenanceTask,
-    PackageEntitlement,
     Release,
     RolePackage,
 )
 from wavekit.adapters.telemetry import ingest_telemetry
 from wavekit.domain.clock import as_utc
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
+from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import DEPLOYED, PackageState
 
 if TYPE_CHECKING:
     from wavekit.workflow.runtime import Runtime
 
 Metrics = Mapping[str, float | None]
+NIGHTLY_WINDOW = timedelta(days=1)
 MANAGED_KINDS = ("tuning", "exception_review", "ownership_renewal", "legacy_retirement",
                  "drill", "anomaly")
 
@@ -73,18 +75,27 @@ class PackageFacts:
     health: Mapping[str, Any] = field(default_factory=dict)
     fallback_plan: str = ""
     fallback_drill: str = "pending"
-    has_legacy: bool = False  # the package retires legacy grants
+    has_legacy: bool = False  # the current release retires legacy grants
     retire_in_launch_window: bool = False
     release_id: int | None = None
     deployed_at: datetime | None = None  # None unless the current release is deployed, live
     watch_ends_at: datetime | None = None
     legacy_retired_at: datetime | None = None
     last_review_at: datetime | None = None
+    analysis_from: datetime | None = None  # health results due before this do not count
 
     @property
     def live(self) -> bool:
         """Grants are on the target: a deployed state and a deployed release."""
         return self.state in DEPLOYED and self.deployed_at is not None
+
+    def retirement(self, failing: bool) -> RetirementFacts:
+        """The facts the retirement rule judges (the rule the watch applies too)."""
+        return RetirementFacts(
+            state=self.state, has_legacy=self.has_legacy,
+            retire_in_launch_window=self.retire_in_launch_window,
+            deployed_at=self.deployed_at, watch_ends_at=self.watch_ends_at,
+            legacy_retired_at=self.legacy_retired_at, failing=failing)
 
 
 class TaskRef(NamedTuple):
@@ -97,6 +108,7 @@ class TaskRef(NamedTuple):
 class Decision:
     package_key: str
     reason: str
+    checks: tuple[str, ...] = ()  # contain: the anomaly checks behind it
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ def failed_checks(results: pd.DataFrame, pkg: PackageFacts) -> dict[str, int]:
     mine = results[results["package_key"] == pkg.key]
     if pkg.release_id is not None and "release_id" in mine.columns:
         mine = mine[mine["release_id"] == pkg.release_id]
+    if pkg.analysis_from is not None and "due_at" in mine.columns:
+        due = pd.to_datetime(mine["due_at"], utc=True)
+        mine = mine[due >= pd.Timestamp(as_utc(pkg.analysis_from))]
     failed = mine[mine["verdict"] == "failed"]
     return {str(k): int(v) for k, v in failed.groupby("check_name").size().items()}
 
@@ -166,9 +181,9 @@ def _failed(check: HealthCheck, m: Metrics) -> str | None:
     return _breach(check, value)
 
 
-def anomalies(checks: Iterable[HealthCheck], m: Metrics) -> list[str]:
+def anomalies(checks: Iterable[HealthCheck], m: Metrics) -> list[tuple[HealthCheck, str]]:
     """Reasons to contain: a bulk-export spike or unexpected privileged escalations."""
-    return [r for c in checks if c.anomaly and (r := _failed(c, m))]
+    return [(c, r) for c in checks if c.anomaly and (r := _failed(c, m))]
 
 
 def _review_due(pkg: PackageFacts, as_of: datetime, cadence: int) -> str | None:
@@ -180,17 +195,6 @@ def _review_due(pkg: PackageFacts, as_of: datetime, cadence: int) -> str | None:
         return None
     what = "last owner review" if pkg.last_review_at else "never reviewed; deployed"
     return f"{what} {as_utc(since):%Y-%m-%d}, {days:.0f} days ago (cadence {cadence} days)"
-
-
-def _retirement_due(pkg: PackageFacts, failing: bool, as_of: datetime) -> str | None:
-    """Legacy grants are due for retirement once the watch (or launch window) passed."""
-    if not (pkg.live and pkg.has_legacy) or pkg.legacy_retired_at is not None or failing:
-        return None
-    due = pkg.deployed_at if pkg.retire_in_launch_window else pkg.watch_ends_at
-    if due is None or as_utc(as_of) < as_utc(due):
-        return None
-    when = "launch window" if pkg.retire_in_launch_window else "watch"
-    return f"{when} passed on {as_utc(due):%Y-%m-%d}; legacy grants still held"
 
 
 def plan_maintenance(
@@ -234,9 +238,14 @@ def plan_maintenance(
                 f"owner reviewed on {as_utc(pkg.last_review_at):%Y-%m-%d}")
         checks = checks_for(pkg.health)
         failures = failed_checks(results, pkg) if pkg.live else {}
+        past = [c for c in checks if failures.get(c.name, 0) > c.failure_limit]
+        strict = bool(pkg.health.get("rollback_on_anomaly"))
+        # As in the watch: an anomaly past its limit contains the package (it rolls back
+        # only with rollback_on_anomaly); any other check past its limit rolls it back.
         exhausted = [f"{c.name} failed {failures[c.name]} time(s) (limit {c.failure_limit})"
-                     for c in checks if failures.get(c.name, 0) > c.failure_limit]
-        retirement = _retirement_due(pkg, bool(exhausted), as_of)
+                     for c in past if strict or not c.anomaly]
+        retirement = (retirement_due(pkg.retirement(bool(past)), as_of)
+                      if pkg.live else None)
         if retirement:
             retire.append(Decision(key, retirement))
             want("legacy_retirement", key, retirement)
@@ -250,12 +259,13 @@ def plan_maintenance(
             continue
         m = metrics.get(key)
         found = anomalies(checks, m) if m is not None else []
-        if found and pkg.health.get("rollback_on_anomaly"):
-            exhausted += [f"anomaly with rollback_on_anomaly: {a}" for a in found]
-        elif found:
-            contain.append(Decision(key, "; ".join(found)))
+        why = "; ".join(r for _, r in found)
+        if found and strict:
+            exhausted += [f"anomaly with rollback_on_anomaly: {r}" for _, r in found]
+        elif found and not exhausted:  # a package rolled back tonight has nothing to contain
+            contain.append(Decision(key, why, tuple(c.name for c, _ in found)))
         if found:
-            want("anomaly", key, "; ".join(found) + ": review with the owner")
+            want("anomaly", key, why + ": review with the owner")
         if exhausted:
             rollback.append(Decision(key, "; ".join(exhausted)))
             continue
@@ -358,8 +368,6 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
     latest: dict[str, Release] = {}
     for r in session.exec(select(Release).order_by(Release.id)):  # type: ignore[arg-type]
         latest[r.package_key] = r
-    legacy = set(session.exec(select(PackageEntitlement.package_key)
-                              .where(PackageEntitlement.usage == "retire")))
     facts = []
     for p in session.exec(select(RolePackage).order_by(RolePackage.key)):  # type: ignore[arg-type]
         r = latest.get(p.key)
@@ -367,11 +375,13 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
         facts.append(PackageFacts(
             key=p.key, name=p.name, state=PackageState(p.state), health=dict(p.health or {}),
             fallback_plan=p.fallback_plan, fallback_drill=p.fallback_drill,
-            has_legacy=p.key in legacy, retire_in_launch_window=p.retire_in_launch_window,
+            has_legacy=r is not None and r.retirements > 0,
+            retire_in_launch_window=p.retire_in_launch_window,
             release_id=r.id if r is not None else None, deployed_at=deployed,
             watch_ends_at=r.watch_ends_at if r is not None else None,
             legacy_retired_at=r.legacy_retired_at if r is not None else None,
-            last_review_at=p.last_review_at))
+            last_review_at=p.last_review_at,
+            analysis_from=r.analysis_from if r is not None else None))
     rows = session.exec(select(HealthCheckResult.release_id, HealthCheckResult.package_key,
                                HealthCheckResult.check_name, HealthCheckResult.verdict,
                                HealthCheckResult.due_at)).all()
@@ -419,6 +429,11 @@ def _quiet(resume):  # type: ignore[no-untyped-def]
     return call
 
 
+def nightly_window(deployed_at: datetime, as_of: datetime) -> tuple[datetime, datetime]:
+    """The interval the nightly run judges: the last 24 hours, from the deploy at most."""
+    return max(as_utc(as_of) - NIGHTLY_WINDOW, as_utc(deployed_at)), as_utc(as_of)
+
+
 def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
     """Measure every live package with the runtime's metrics and plan tonight's actions."""
     from wavekit.adapters.store.bundles import restrict
@@ -427,26 +442,49 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
     with session_scope(rt.database_url) as s:
         inputs = load_maintenance_inputs(s)
         views = {p.key: load_package_view(s, p.key) for p in inputs.packages if p.live}
+        held_back = {p.key: _active_suspended(s, p.release_id) for p in inputs.packages
+                     if p.key in views and p.release_id is not None}
     metrics = {}
     for p in inputs.packages:
         if p.key in views and p.deployed_at is not None:
             view = views[p.key]
             grants = restrict(rt.target.read_grants(view.scope), view.scope)
-            metrics[p.key] = dict(rt.metrics.measure(view, as_utc(p.deployed_at), as_of,
-                                                     grants))
+            since, until = nightly_window(p.deployed_at, as_of)
+            metrics[p.key] = dict(rt.metrics.measure(
+                view, deployed_at=as_utc(p.deployed_at), since=since, as_of=until,
+                target_grants=grants, suspended=held_back.get(p.key, frozenset())))
     return plan_maintenance(inputs.packages, metrics, inputs.results, inputs.open_tasks, as_of,
                             MaintenanceThresholds(rt.settings.review_cadence_days))
 
 
-def contain_package(rt: Runtime, package_key: str, reason: str, as_of: datetime) -> None:
-    """Hold a live package at once (the seed guide's containment), audited."""
-    from wavekit.adapters.store.lifecycle import transition
+def _active_suspended(session: Session, release_id: int) -> frozenset:
+    from wavekit.adapters.store import suspensions
 
+    out: set = set()
+    for row in suspensions.suspensions(session, release_id, active_only=True):
+        out |= suspensions.suspended_grants(session, row.id)
+    return frozenset(out)
+
+
+def contain_package(rt: Runtime, decision: Decision, as_of: datetime):  # type: ignore[no-untyped-def]
+    """Contain a live package tonight's run found an anomaly in (workflow.containment): the
+    members the anomaly names over the nightly window lose the package's grants, audited."""
+    from wavekit.adapters.store.packages import load_package_view
+    from wavekit.workflow import containment
+
+    release_id = containment.live_release_id(rt, decision.package_key)
     with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, package_key)
-        if PackageState(pkg.state) != PackageState.HELD:
-            transition(s, pkg, PackageState.HELD, f"contained: {reason}", at=as_of)
-        audit.record(s, "package_contained", package_key=package_key, at=as_of, reason=reason)
+        view = load_package_view(s, decision.package_key)
+        deployed_at = s.get(Release, release_id).deployed_at
+    since, until = nightly_window(deployed_at, as_of)
+    find = getattr(rt.metrics, "implicated", None)
+    who: set[str] = set()
+    for check in checks_for(view.health):
+        if find is not None and check.name in decision.checks:
+            who |= find(view, check.metric, deployed_at=as_utc(deployed_at), since=since,
+                        as_of=until, threshold=check.threshold)
+    return containment.contain(rt, release_id, f"nightly maintenance: {decision.reason}",
+                               who, checks=decision.checks, as_of=as_of)
 
 
 def record_backlog(rt: Runtime, plan: MaintenancePlan, as_of: datetime) -> tuple[int, int]:

@@ -1,10 +1,12 @@
-"""Tell people what happened to a package: held, gate failed, rolled back (Slack when set up)."""
+"""Tell people what happened to a package: held, contained, gate failed, rolled back (Slack
+when set up)."""
 
 from __future__ import annotations
 
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import RolePackage
 from wavekit.domain.gates import GateResult
+from wavekit.workflow.containment import ContainOutcome
 from wavekit.workflow.rollback import RollbackOutcome
 from wavekit.workflow.runtime import Runtime
 
@@ -21,6 +23,21 @@ def notify_held(rt: Runtime, package_key: str, reason: str, flow_run_url: str | 
     """A held or contained package, with the reason."""
     if rt.notifier is not None:
         rt.notifier.post_held(**_facts(rt, package_key), reason=reason, flow_run_url=flow_run_url)
+
+
+def notify_contained(rt: Runtime, outcome: ContainOutcome, flow_run_url: str | None = None
+                     ) -> None:
+    """The owner learns who and what was suspended, why, and how to undo it."""
+    if rt.notifier is None:
+        return
+    post = getattr(rt.notifier, "post_contained", None)
+    if post is None:  # a notifier from before containment: say it as a hold notice
+        rt.notifier.post_held(**_facts(rt, outcome.package_key), reason=outcome.describe(),
+                              flow_run_url=flow_run_url)
+        return
+    post(**_facts(rt, outcome.package_key), reason=outcome.reason,
+         identities=sorted(outcome.identities),
+         grants=[tuple(g) for g in sorted(outcome.suspended)], flow_run_url=flow_run_url)
 
 
 def notify_gates_failed(rt: Runtime, package_key: str, gates: list[GateResult],

@@ -1,20 +1,24 @@
 """Rollback: restore a release's touched grants to the prior bundle, then prove it by reading
 the target back. Durable and idempotent: it works from the stored bundle, so a re-run after a
 crash simply finds less (or nothing) left to write.
+
+Grants a containment suspended count as touched too: a member's grant that predates the
+release and was suspended is given back, one the release added stays gone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from wavekit.adapters.store import audit
+from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.bundles import load_bundle, restrict
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
-from wavekit.domain.planning import RestoreProof, plan_restore, prove_restore
+from wavekit.domain.grants import GrantSet
+from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
 from wavekit.workflow.runtime import Runtime
 
@@ -67,15 +71,24 @@ def begin_rollback(rt: Runtime, release_id: int, reason: str, actor: str = "wave
                      release_id=release_id, at=now, reason=reason)
 
 
+def _touched(s: Session, release_id: int, plan: Plan) -> GrantSet:
+    """What rollback puts back: the plan's touched grants and every grant suspended since."""
+    out = set(plan.touched)
+    for row in suspensions.suspensions(s, release_id):
+        out |= suspensions.suspended_grants(s, row.id)
+    return frozenset(out)
+
+
 def restore_prior_bundle(rt: Runtime, release_id: int) -> tuple[int, int]:
     """Write what differs from the prior bundle; returns (re-granted, removed)."""
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         plan = load_bundle(s, release_id, release.package_key)
+        touched = _touched(s, release_id, plan) if plan is not None else frozenset()
     if plan is None:
         raise NothingToRollBack(f"release {release_id} has no recorded bundle")
     current = restrict(rt.target.read_grants(plan.scope), plan.scope)
-    restore = plan_restore(plan.prior, plan.touched, current)
+    restore = plan_restore(plan.prior, touched, current)
     result = rt.target.apply(restore.adds, restore.removes, batch_size=rt.settings.batch_size)
     return result.added, result.removed
 
@@ -87,15 +100,16 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         plan = load_bundle(s, release_id, release.package_key)
+        touched = _touched(s, release_id, plan)
     readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
-    proof = prove_restore(plan.prior, plan.touched, readback)
+    proof = prove_restore(plan.prior, touched, readback)
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         pkg = s.get(RolePackage, release.package_key)
         audit.record(s, "rollback_verified", package_key=pkg.key, wave=pkg.wave,
                      release_id=release_id, at=now, prior_count=proof.prior_count,
                      readback_count=proof.readback_count, equal=proof.equal,
-                     touched=len(plan.touched), touched_restored=proof.touched_restored,
+                     touched=len(touched), touched_restored=proof.touched_restored,
                      re_granted=re_granted, removed=removed,
                      mismatched=sorted(map(list, proof.mismatched)),
                      drift_outside=sorted(map(list, proof.drift_outside)))
@@ -104,6 +118,8 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
                                    f"bundle after rollback of {pkg.key}")
         release.rolled_back_at = release.rolled_back_at or now
         release.closed = True
+        suspensions.lift(s, release_id, by="rollback", reason="rolled back to the prior bundle",
+                         at=now)
         if S(pkg.state) != S.ROLLED_BACK:
             transition(s, pkg, S.ROLLED_BACK, release.rollback_reason or "rolled back",
                        release_id=release_id, at=now)

@@ -13,19 +13,27 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
-from wavekit.adapters.store import audit
+from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
-from wavekit.adapters.store.models import Approval, Release, RolePackage, SodRule
+from wavekit.adapters.store.models import (
+    Approval,
+    HealthCheckResult,
+    Release,
+    RolePackage,
+    SodRule,
+    Suspension,
+)
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback
 from wavekit.domain.decisions import STORED_DECISION
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
-from wavekit.domain.health import checks_for, next_due
+from wavekit.domain.health import Verdict, assess_health, checks_for, next_due
 from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan, plan_package
+from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import RELEASABLE, PackageState
 from wavekit.workflow.runtime import Runtime
 
@@ -67,10 +75,15 @@ class DeployOutcome:
 
 def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target: str,
                  flow_run_id: str | None, triggered_by: str | None, now: datetime) -> Release:
-    """The package's open release, or a new one."""
-    release = session.exec(select(Release).where(Release.package_key == pkg.key,
-                                                 Release.closed == False)  # noqa: E712
-                           .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+    """The package's open release, or a new one.
+
+    A contained package's deployed release stays open (it is still watched): releasing the
+    package again opens a new release beside it, which supersedes it once deployed.
+    """
+    q = select(Release).where(Release.package_key == pkg.key, Release.closed == False)  # noqa: E712
+    if S(pkg.state) == S.CONTAINED:
+        q = q.where(Release.deployed_at.is_(None))  # type: ignore[union-attr]
+    release = session.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
     if release is None:
         release = Release(package_key=pkg.key, wave=wave, target=target, started_at=now,
                           flow_run_id=flow_run_id, triggered_by=triggered_by)
@@ -142,10 +155,27 @@ def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str |
         return outcome
 
 
+def contained_release(s: Session, key: str, *, besides: int | None = None) -> Release | None:
+    """The package's release with grants suspended by a containment not yet lifted."""
+    q = (select(Release).join(Suspension, Suspension.release_id == Release.id)
+         .where(Release.package_key == key, Suspension.lifted_at == None))  # noqa: E711
+    if besides is not None:
+        q = q.where(Release.id != besides)
+    return s.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+
+
 def _hold(s: Session, pkg: RolePackage, release: Release, reason: str, now: datetime,
           failed_gates: list[str] | None = None) -> None:
-    """Hold the package; `failed_gates` records, as data, which gates held it (if any)."""
-    if S(pkg.state) != S.HELD:
+    """Stop a release before it deploys; a contained package stays contained (its earlier
+    release is still live and watched), anything else is held. `failed_gates` records, as
+    data, which gates held it (if any)."""
+    if contained_release(s, pkg.key, besides=release.id) is not None:
+        why = f"still contained; the new release is held: {reason}"
+        if S(pkg.state) != S.CONTAINED:
+            transition(s, pkg, S.CONTAINED, why, release_id=release.id, at=now)
+        else:
+            pkg.state_reason = why
+    elif S(pkg.state) != S.HELD:
         transition(s, pkg, S.HELD, reason, release_id=release.id, at=now)
     else:
         pkg.state_reason = reason
@@ -280,10 +310,27 @@ def deploy_package(rt: Runtime, release_id: int,
         audit.record(s, "deployed", package_key=pkg.key, wave=pkg.wave, release_id=release_id,
                      at=done, added=result.added, removed=result.removed,
                      unchanged=result.unchanged, batches=len(result.batches))
+        _supersede(s, pkg.key, release_id, done)
         transition(s, pkg, S.WATCHING, f"watching for {view.watch_days} days",
                    release_id=release_id, at=done)
         return DeployOutcome(release_id, result.added, result.removed, result.unchanged,
                              len(result.batches), release.watch_ends_at, release.next_check_at)
+
+
+def _supersede(s: Session, key: str, release_id: int, at: datetime) -> None:
+    """A new release deployed over a contained one: the old one stops being watched and its
+    containment is lifted (the new deploy decided every grant of the scope afresh)."""
+    older = s.exec(select(Release).where(Release.package_key == key, Release.id != release_id,
+                                         Release.deployed_at.is_not(None),  # type: ignore[union-attr]
+                                         Release.rolled_back_at.is_(None)))  # type: ignore[union-attr]
+    for old in older:
+        lifted = suspensions.lift(s, old.id, by=f"release {release_id}",
+                                  reason="superseded by a new release", at=at)
+        if old.closed and not lifted:
+            continue
+        old.closed, old.next_check_at = True, None
+        audit.record(s, "release_superseded", package_key=key, release_id=old.id, at=at,
+                     by_release=release_id, suspensions_lifted=[r.id for r in lifted])
 
 
 def retire_legacy(rt: Runtime, release_id: int) -> int:
@@ -304,14 +351,46 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
     return result.removed
 
 
-def releases_awaiting_retirement(rt: Runtime) -> list[int]:
-    """Stable releases whose legacy grants are still in place."""
+def release_failing(session: Session, release: Release) -> bool:
+    """Whether a health check of the release is past its failure limit (as the watch counts)."""
+    pkg = session.get(RolePackage, release.package_key)
+    q = select(HealthCheckResult.check_name, HealthCheckResult.verdict).where(
+        HealthCheckResult.release_id == release.id)
+    if release.analysis_from is not None:
+        q = q.where(HealthCheckResult.due_at >= release.analysis_from)
+    verdicts: dict[str, list[Verdict]] = {}
+    for name, verdict in session.exec(q.order_by(HealthCheckResult.due_at)):
+        verdicts.setdefault(name, []).append(Verdict(verdict))
+    return assess_health(checks_for(pkg.health), verdicts).verdict == Verdict.FAILED
+
+
+def retirement_facts(session: Session, release: Release) -> RetirementFacts:
+    """What the retirement rule needs about a release, read from the store."""
+    pkg = session.get(RolePackage, release.package_key)
+    return RetirementFacts(
+        state=S(pkg.state), has_legacy=release.retirements > 0,
+        retire_in_launch_window=pkg.retire_in_launch_window, deployed_at=release.deployed_at,
+        watch_ends_at=release.watch_ends_at, legacy_retired_at=release.legacy_retired_at,
+        rolled_back=release.rolled_back_at is not None,
+        failing=release_failing(session, release))
+
+
+def retirement_due_for(rt: Runtime, release_id: int, as_of: datetime) -> bool:
+    """The retirement rule for one release, as the store has it now."""
     with session_scope(rt.database_url) as s:
-        rows = s.exec(select(Release.id).join(RolePackage, RolePackage.key == Release.package_key)
-                      .where(RolePackage.state == S.STABLE, Release.stable_at.is_not(None),  # type: ignore[union-attr]
-                             Release.legacy_retired_at.is_(None),  # type: ignore[union-attr]
-                             Release.retirements > 0, Release.rolled_back_at.is_(None)))  # type: ignore[union-attr]
-        return list(rows)
+        release = s.get(Release, release_id)
+        return release is not None and retirement_due(retirement_facts(s, release),
+                                                      as_of) is not None
+
+
+def releases_awaiting_retirement(rt: Runtime, as_of: datetime) -> list[int]:
+    """Deployed releases whose legacy grants the retirement rule retires now."""
+    with session_scope(rt.database_url) as s:
+        rows = s.exec(select(Release).where(
+            Release.deployed_at.is_not(None), Release.retirements > 0,  # type: ignore[union-attr]
+            Release.legacy_retired_at.is_(None),  # type: ignore[union-attr]
+            Release.rolled_back_at.is_(None)).order_by(Release.id))  # type: ignore[union-attr]
+        return [r.id for r in rows if retirement_due(retirement_facts(s, r), as_of)]
 
 
 def package_state(rt: Runtime, key: str) -> tuple[str, str]:
@@ -321,21 +400,16 @@ def package_state(rt: Runtime, key: str) -> tuple[str, str]:
         return (pkg.state, pkg.state_reason) if pkg else ("unknown", "")
 
 
-def launch_retirement_due(rt: Runtime, release_id: int) -> bool:
-    """A watched release of a launch-window package whose legacy grants are still in place."""
+def launch_retirements_due(rt: Runtime, key: str, as_of: datetime) -> list[int]:
+    """The package's deployed release, when the retirement rule says its legacy grants retire
+    now and they have not (a process killed between deploy and retirement leaves this)."""
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        if release is None or release.legacy_retired_at is not None or not release.retirements:
-            return False
-        pkg = s.get(RolePackage, release.package_key)
-        return bool(pkg and pkg.retire_in_launch_window and S(pkg.state) == S.WATCHING)
-
-
-def launch_retirements_due(rt: Runtime, key: str) -> list[int]:
-    """The package's open release, when its launch-window retirement is still undone (a
-    process killed between deploy and retirement leaves exactly this)."""
-    rid = open_release_id(rt, key)
-    return [rid] if rid is not None and launch_retirement_due(rt, rid) else []
+        release = s.exec(select(Release).where(Release.package_key == key,
+                                               Release.deployed_at.is_not(None))  # type: ignore[union-attr]
+                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+        if release is None or not retirement_due(retirement_facts(s, release), as_of):
+            return []
+        return [release.id]
 
 
 def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:

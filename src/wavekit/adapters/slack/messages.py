@@ -310,6 +310,29 @@ def held_message(*, package_key: str, package_name: str, wave: int | None, reaso
     return _message(f"Held: {package_name} ({_wave(wave)}): {reason}", blocks=blocks)
 
 
+def contained_message(*, package_key: str, package_name: str, wave: int | None, reason: str,
+                      identities: Sequence[str] = (), grants: Sequence[tuple[str, str]] = (),
+                      owner_slack_id: str | None = None,
+                      flow_run_url: str | None = None) -> Message:
+    """A live package contained after an anomaly: who lost which grants, and the way out."""
+    shown = ", ".join(f"{esc(i)}: {esc(e)}" for i, e in list(grants)[:20])
+    more = f" and {len(grants) - 20} more" if len(grants) > 20 else ""
+    blocks = [
+        _header(f"Contained: {package_name}"),
+        _section(f"{who(owner_slack_id) + ', ' if owner_slack_id else ''}*{esc(package_name)}* "
+                 f"(`{esc(package_key)}`, {_wave(wave)}) is contained: it stays deployed and "
+                 f"watched, and the access at risk is suspended.\n*Why:* {esc(reason)}"),
+        _section(f"*Who:* {esc(', '.join(identities)) or 'nobody'}\n"
+                 f"*Suspended:* {len(grants)} grant(s){': ' + shown + more if grants else ''}"),
+        _context(f"Restore with `wavekit contain restore {esc(package_key)}`, roll back with "
+                 f"`wavekit rollback {esc(package_key)}`, or release it again."),
+    ]
+    link = _link(flow_run_url)
+    if link:
+        blocks.append(_context(link))
+    return _message(f"Contained: {package_name} ({_wave(wave)}): {reason}", blocks=blocks)
+
+
 def gate_failed_message(*, package_key: str, package_name: str, wave: int | None,
                         gates: Sequence[Gate], owner_slack_id: str | None = None,
                         flow_run_url: str | None = None) -> Message:

@@ -119,6 +119,14 @@ class Notifier(Protocol):
         """Report failed policy gates."""
         ...
 
+    def post_contained(self, *, package_key: str, package_name: str, wave: int | None,
+                       reason: str, identities: Sequence[str] = (),
+                       grants: Sequence[tuple[str, str]] = (),
+                       owner_slack_id: str | None = None,
+                       flow_run_url: str | None = None) -> None:
+        """Report a containment: who and which grants were suspended, and why."""
+        ...
+
 
 class NullNotifier:
     """No Slack configured: approvals happen in the Prefect UI and nobody is messaged."""
@@ -142,6 +150,9 @@ class NullNotifier:
         return None
 
     def post_gate_failed(self, **_: Any) -> None:
+        return None
+
+    def post_contained(self, **_: Any) -> None:
         return None
 
 
@@ -245,6 +256,19 @@ class SlackNotifier:
         self._post(messages.gate_failed_message(
             package_key=package_key, package_name=package_name, wave=wave, gates=gates,
             owner_slack_id=owner_slack_id, flow_run_url=flow_run_url))
+
+    def post_contained(self, *, package_key: str, package_name: str, wave: int | None,
+                       reason: str, identities: Sequence[str] = (),
+                       grants: Sequence[tuple[str, str]] = (),
+                       owner_slack_id: str | None = None,
+                       flow_run_url: str | None = None) -> None:
+        message = messages.contained_message(
+            package_key=package_key, package_name=package_name, wave=wave, reason=reason,
+            identities=identities, grants=grants, owner_slack_id=owner_slack_id,
+            flow_run_url=flow_run_url)
+        self._post(message)
+        if owner_slack_id:
+            self._dm(owner_slack_id, message)
 
 
 def announce_handoff(database_url: str, approval_id: int, notifier: Notifier, *,

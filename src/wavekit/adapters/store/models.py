@@ -144,6 +144,9 @@ class Release(SQLModel, table=True):
     watch_ends_at: datetime | None = None
     next_check_at: datetime | None = None
     stable_at: datetime | None = None
+    # Health results due before this do not count (a restore after containment starts the
+    # analysis afresh, as a new AnalysisRun would); None: everything since deploy counts.
+    analysis_from: datetime | None = None
     legacy_retired_at: datetime | None = None
     rolled_back_at: datetime | None = None
     rollback_reason: str | None = None
@@ -180,6 +183,35 @@ class BundleScope(SQLModel, table=True):
     entitlement: str = Field(primary_key=True)
 
 
+class Suspension(SQLModel, table=True):
+    """A containment: grants of a live release taken away at once, kept to be given back.
+
+    Recorded before the target is written (`applied_at` is set once it was), so a crash in
+    between is finished by the next containment call; `lifted_at` is set when the grants are
+    given back (restore), or when a rollback or a new release supersedes them.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    package_key: str = Field(index=True)
+    reason: str
+    scope: str = "identities"  # identities | package
+    identities: list[str] = _json()
+    checks: list[str] = _json()
+    from_state: str  # where containment found the package; restore returns it there
+    suspended_at: datetime
+    applied_at: datetime | None = None
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+    lift_reason: str | None = None
+
+
+class SuspendedGrant(SQLModel, table=True):
+    suspension_id: int = Field(foreign_key="suspension.id", primary_key=True)
+    identity: str = Field(primary_key=True)
+    entitlement: str = Field(primary_key=True)
+
+
 class Approval(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     release_id: int = Field(foreign_key="release.id", index=True)
@@ -209,7 +241,7 @@ class HealthCheckResult(SQLModel, table=True):
     measured_at: datetime
     value: float | None = None
     threshold: float | None = None
-    verdict: str  # passed | failed | inconclusive
+    verdict: str  # passed | failed | inconclusive | error
     detail: str = ""
 
 
