@@ -3,7 +3,7 @@ rollback on the real SCIM server and on slapd, re-run, and check the directory w
 independent read: exactly the intended grants after deploy, exactly the prior bundle after
 rollback, no duplicate members, and the audit chain intact (`wavekit audit verify`).
 
-WAVEKIT_FAULT_KILLS        kills per directory (half in deploys, half in rollbacks); default 4
+WAVEKIT_FAULT_KILLS        kills per directory (half in deploys, half in rollbacks); default 2
 WAVEKIT_FAULT_CRASH_MEMBERS members of the package; default 1500 (the kill lands mid-batch)
 WAVEKIT_FAULT_SEED         seed of the kill moments; default 7
 """
@@ -40,7 +40,7 @@ from wavekit.adapters.store.engine import session_scope
 from wavekit.domain.grants import Grant, GrantSet
 
 pytestmark = pytest.mark.faults
-KILLS = int(os.environ.get("WAVEKIT_FAULT_KILLS", "4"))
+KILLS = int(os.environ.get("WAVEKIT_FAULT_KILLS", "2"))
 MEMBERS = int(os.environ.get("WAVEKIT_FAULT_CRASH_MEMBERS", "1500"))
 SEED = int(os.environ.get("WAVEKIT_FAULT_SEED", "7"))
 BATCH = 250

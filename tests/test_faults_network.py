@@ -249,3 +249,27 @@ def test_wrong_ldap_password_is_one_line_naming_the_target(own_slapd) -> None:  
     said = str(refused.value)
     assert said.startswith(f"LDAP target {wrong.url}: invalid credentials for {wrong.bind_dn}")
     assert "not-the-password" not in said and "\n" not in said
+
+
+def test_the_cli_says_a_target_error_in_one_line(own_slapd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from tests.support.fault_world import PYTHON, ROOT, subprocess_env
+
+    users, pkg, _ = package(5)
+    url = f"sqlite:///{tmp_path / 'wavekit.db'}"
+    load_world(url, write_catalog_dir(tmp_path / "catalog", users, GROUPS, [pkg]))
+    c = own_slapd.config
+    env = subprocess_env(WAVEKIT_LDAP_URL=c.url, WAVEKIT_LDAP_BIND_DN=c.bind_dn,
+                         WAVEKIT_LDAP_PASSWORD="wrong-password", WAVEKIT_LDAP_BASE_DN=c.base_dn,
+                         WAVEKIT_DATA_DIR=str(tmp_path / "data"), COLUMNS="60")
+    env.pop("WAVEKIT_DEBUG", None)
+    done = subprocess.run([PYTHON, "-m", "wavekit.present.cli", "plan", "--wave", "1",
+                           "--target", "ldap", "--database-url", url], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == (f"error: LDAP target {c.url}: invalid credentials for {c.bind_dn} "
+                        "(invalidCredentials [49])"), done.stderr
+    assert len(lines) == 2 and lines[1].startswith("(traceback in ")
+    assert "Traceback" not in done.stderr and "wrong-password" not in done.stderr

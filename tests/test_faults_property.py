@@ -7,7 +7,7 @@ during rollback; the rollback is re-run once after its failure. After it the tar
 the prior bundle grant for grant, and every grant outside the package's scope is untouched.
 
 WAVEKIT_FAULT_EXAMPLES         examples on the sandbox; default 200
-WAVEKIT_FAULT_SERVER_EXAMPLES  examples on the SCIM server and on slapd each; default 12
+WAVEKIT_FAULT_SERVER_EXAMPLES  examples on the SCIM server and on slapd each; default 6
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from wavekit.domain.grants import Grant, GrantSet
 
 pytestmark = pytest.mark.faults
 EXAMPLES = int(os.environ.get("WAVEKIT_FAULT_EXAMPLES", "200"))
-SERVER_EXAMPLES = int(os.environ.get("WAVEKIT_FAULT_SERVER_EXAMPLES", "12"))
+SERVER_EXAMPLES = int(os.environ.get("WAVEKIT_FAULT_SERVER_EXAMPLES", "6"))
 USERS = [f"p{i}" for i in range(8)]
 ENTS = [f"e{i}" for i in range(7)]
 _counter = itertools.count()

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import yaml
 
-from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.packages import load_package_view
@@ -78,6 +77,8 @@ def write_catalog_dir(path: Path, identities: Iterable[str], entitlements: Itera
 
 
 def load_world(url: str, catalog_dir: Path) -> None:
+    from wavekit.adapters.catalog import load_catalog, write_catalog  # pandas: not in drivers
+
     with session_scope(url) as s:
         write_catalog(s, load_catalog(catalog_dir))
 
@@ -85,9 +86,16 @@ def load_world(url: str, catalog_dir: Path) -> None:
 def runtime(url: str, target: Target, batch_size: int = 200, notifier: object = None
             ) -> Runtime:
     settings = load_settings(database_url=url, batch_size=batch_size)
-    rt = build_runtime(settings, target=target, notifier=notifier)
+    rt = build_runtime(settings, target=target, notifier=notifier, metrics=NoMetrics())
     rt.notifier = notifier  # None: no Slack, whatever the environment says
     return rt
+
+
+class NoMetrics:
+    """The rollout takes no health measurements here (and a driver skips pandas)."""
+
+    def measure(self, *_: object) -> dict[str, float | None]:
+        return {}
 
 
 def deploy(rt: Runtime, key: str, *, retire: bool = True) -> rollout.StageOutcome:
