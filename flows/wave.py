@@ -320,7 +320,7 @@ def _publish_wave_report(rt: Runtime, wave: int) -> None:
                              description=f"Wave {wave} report")
 
 
-@task(name="restore_prior_bundle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="restore_prior_bundle", cache_policy=NO_CACHE)
 def restore(rt: Runtime, release_id: int) -> tuple[int, int]:
     """Re-grant what the release removed, remove what it added."""
     return rollback_domain.restore_prior_bundle(rt, release_id)

@@ -556,8 +556,13 @@ def main() -> None:
         logging.getLogger("wavekit").exception("wavekit failed")
         if os.environ.get("WAVEKIT_DEBUG"):
             raise
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}".rstrip()
-                          + f"\n[dim](traceback in {log_path}; WAVEKIT_DEBUG=1 shows it)[/dim]")
+        from wavekit.adapters.targets.base import TargetError
+
+        # A target's error already names the target and what failed, on one line.
+        said = str(exc) if isinstance(exc, TargetError) else f"{type(exc).__name__}: {exc}"
+        err_console.print(f"[red]error:[/red] {escape(said)}".rstrip()
+                          + f"\n[dim](traceback in {log_path}; WAVEKIT_DEBUG=1 shows it)[/dim]",
+                          soft_wrap=True)  # the error stays one line, however wide
         raise SystemExit(1) from None
 
 

@@ -8,21 +8,25 @@ release and was suspended is given back, one the release added stays gone.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit, suspensions
-from wavekit.adapters.store.bundles import load_bundle, restrict
+from wavekit.adapters.store.bundles import load_bundle, load_stored_values, restrict
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
+from wavekit.adapters.targets.base import apply_restoring
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
+from wavekit.workflow.failures import failure_recorded
 from wavekit.workflow.runtime import Runtime
 
 S = PackageState
+log = logging.getLogger(__name__)
 
 
 class NothingToRollBack(LookupError):
@@ -79,43 +83,99 @@ def _touched(s: Session, release_id: int, plan: Plan) -> GrantSet:
     return frozenset(out)
 
 
+# A read-back that differs is restored and read again this many times in all before the
+# rollback is called unproven (a dropped write, a replica that lagged).
+ROLLBACK_ROUNDS = 3
+
+
 def restore_prior_bundle(rt: Runtime, release_id: int) -> tuple[int, int]:
-    """Write what differs from the prior bundle; returns (re-granted, removed)."""
+    """Write what differs from the prior bundle; returns (re-granted, removed).
+
+    Removed grants go back in the form the target stored them in (an LDAP member DN as it
+    was read before the release). The target is read and written with no store transaction
+    open; a failure is recorded (`stage_failed`) and re-raised.
+    """
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
-        plan = load_bundle(s, release_id, release.package_key)
+        key, wave = release.package_key, release.wave
+        plan = load_bundle(s, release_id, key)
+        stored = load_stored_values(s, release_id)
         touched = _touched(s, release_id, plan) if plan is not None else frozenset()
     if plan is None:
         raise NothingToRollBack(f"release {release_id} has no recorded bundle")
-    current = restrict(rt.target.read_grants(plan.scope), plan.scope)
-    restore = plan_restore(plan.prior, touched, current)
-    result = rt.target.apply(restore.adds, restore.removes, batch_size=rt.settings.batch_size)
+    with failure_recorded(rt, "rollback_restore", key, release_id=release_id, wave=wave):
+        current = restrict(rt.target.read_grants(plan.scope), plan.scope)
+        restore = plan_restore(plan.prior, touched, current)
+        result = apply_restoring(rt.target, restore.adds, restore.removes, stored,
+                                 batch_size=rt.settings.batch_size)
     return result.added, result.removed
 
 
-def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed: int = 0
-                      ) -> RollbackOutcome:
-    """Read the target back, prove it equals the prior bundle, and mark the package."""
-    now = rt.clock.now()
+def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed: int = 0,
+                      *, rounds: int = ROLLBACK_ROUNDS) -> RollbackOutcome:
+    """Read the target back, prove it equals the prior bundle, and mark the package.
+
+    A read-back that differs is never called done: the difference is audited
+    (`rollback_unproven`), the target restored and read again, up to `rounds` reads in all.
+    Still different, the package stays Rolling back with the difference as its reason, the
+    owner is alerted and RollbackUnproven is raised; the next rollback run tries again.
+    """
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
-        plan = load_bundle(s, release_id, release.package_key)
-        touched = _touched(s, release_id, plan)
-    readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
-    proof = prove_restore(plan.prior, touched, readback)
+        key, wave = release.package_key, release.wave
+        plan = load_bundle(s, release_id, key)
+        touched = _touched(s, release_id, plan) if plan is not None else frozenset()
+    if plan is None:
+        raise NothingToRollBack(f"release {release_id} has no recorded bundle")
+    for round_ in range(1, rounds + 1):
+        with failure_recorded(rt, "rollback_verify", key, release_id=release_id, wave=wave):
+            readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
+        proof = prove_restore(plan.prior, touched, readback)
+        outcome = _record_proof(rt, release_id, plan, proof, re_granted, removed, round_,
+                                last=round_ == rounds)
+        if outcome is not None:
+            return outcome
+        if round_ < rounds:
+            more = restore_prior_bundle(rt, release_id)
+            re_granted, removed = re_granted + more[0], removed + more[1]
+    _alert_unproven(rt, key, release_id, proof)
+    raise RollbackUnproven(f"rollback of {key} unproven: {len(proof.mismatched)} grant(s) "
+                           f"still differ from the prior bundle after {rounds} restores on "
+                           f"{rt.target.name}; the package stays Rolling back, re-run the "
+                           "rollback")
+
+
+def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
+                  re_granted: int, removed: int, round_: int, *, last: bool
+                  ) -> RollbackOutcome | None:
+    """Audit one read-back; mark the package Rolled back only when it is proven."""
+    now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         pkg = s.get(RolePackage, release.package_key)
         audit.record(s, "rollback_verified", package_key=pkg.key, wave=pkg.wave,
                      release_id=release_id, at=now, prior_count=proof.prior_count,
                      readback_count=proof.readback_count, equal=proof.equal,
-                     touched=len(touched), touched_restored=proof.touched_restored,
-                     re_granted=re_granted, removed=removed,
+                     touched=len(plan.touched), touched_restored=proof.touched_restored,
+                     re_granted=re_granted, removed=removed, round=round_,
                      mismatched=sorted(map(list, proof.mismatched)),
                      drift_outside=sorted(map(list, proof.drift_outside)))
         if not proof.touched_restored:
-            raise RollbackUnproven(f"{len(proof.mismatched)} grant(s) differ from the prior "
-                                   f"bundle after rollback of {pkg.key}")
+            shown = sorted(proof.mismatched)[:_SHOWN]
+            audit.record(s, "rollback_unproven", package_key=pkg.key, wave=pkg.wave,
+                         release_id=release_id, at=now, round=round_, final=last,
+                         missing=sorted(map(list, plan.prior & proof.mismatched)),
+                         unexpected=sorted(map(list, (plan.touched - plan.prior)
+                                               & proof.mismatched)))
+            if S(pkg.state) != S.ROLLING_BACK:
+                transition(s, pkg, S.ROLLING_BACK, "rollback unproven", release_id=release_id,
+                           at=now)
+            pkg.state_reason = (f"rollback unproven ({'gave up' if last else 'retrying'}): "
+                                f"{len(proof.mismatched)} grant(s) differ from the prior "
+                                "bundle, e.g. " + ", ".join(f"{g.identity}@{g.entitlement}"
+                                                            for g in shown))
+            s.add(pkg)
+            return None
         release.rolled_back_at = release.rolled_back_at or now
         release.closed = True
         suspensions.lift(s, release_id, by="rollback", reason="rolled back to the prior bundle",
@@ -125,3 +185,19 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
                        release_id=release_id, at=now)
         return RollbackOutcome(pkg.key, release_id, release.rollback_reason or "", re_granted,
                                removed, proof)
+
+
+_SHOWN = 5  # grants named in a state reason; the audit event lists them all
+
+
+def _alert_unproven(rt: Runtime, key: str, release_id: int, proof: RestoreProof) -> None:
+    """Tell the owner and the channel that access is NOT back to the prior bundle."""
+    from wavekit.workflow import notices  # notices imports this module
+
+    with session_scope(rt.database_url) as s:
+        reason = s.get(Release, release_id).rollback_reason or "rollback"
+    outcome = RollbackOutcome(key, release_id, f"UNPROVEN ({reason})", 0, 0, proof)
+    try:
+        notices.notify_rollback(rt, outcome)
+    except Exception:  # an alert that fails must not hide the unproven rollback
+        log.exception("could not alert about the unproven rollback of %s", key)

@@ -26,7 +26,7 @@ from wavekit.adapters.store.models import (
     Suspension,
 )
 from wavekit.adapters.store.packages import load_package_view
-from wavekit.adapters.targets.base import BatchResult, ProgressCallback
+from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
 from wavekit.domain.decisions import STORED_DECISION
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
@@ -35,6 +35,7 @@ from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan, plan_package
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import RELEASABLE, PackageState
+from wavekit.workflow.failures import failure_recorded
 from wavekit.workflow.runtime import Runtime
 
 S = PackageState
@@ -95,52 +96,112 @@ def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target
     return release
 
 
-def gate_context(session: Session, rt: Runtime, pkg: PackageView, plan: Plan) -> GateContext:
-    """Gather what the gates need: dependency states, SoD rules and the holdings they judge."""
+@dataclass(frozen=True)
+class GateFacts:
+    """What the gates need from the store: dependency states and the SoD rules in play."""
+
+    dependency_states: dict[str, PackageState]
+    rules: list[SodRuleView]
+
+    @property
+    def sod_entitlements(self) -> set[str]:
+        """The entitlements whose holders the SoD gate judges (read from the target)."""
+        return {e for r in self.rules for e in (r.entitlement_a, r.entitlement_b)}
+
+
+def gate_facts(session: Session, pkg: PackageView) -> GateFacts:
+    """The store's part of the gate context (no target read: that happens outside)."""
     dep_states = {k: S(st) for k, st in session.exec(
         select(RolePackage.key, RolePackage.state)
         .where(RolePackage.key.in_(pkg.depends_on)))}  # type: ignore[attr-defined]
     rules = [SodRuleView(r.key, r.entitlement_a, r.entitlement_b, r.description)
              for r in session.exec(select(SodRule))
              if {r.entitlement_a, r.entitlement_b} & pkg.entitlements]
-    holdings: GrantSet = frozenset()
-    if rules:
-        holdings = rt.target.read_grants({e for r in rules for e in
-                                          (r.entitlement_a, r.entitlement_b)})
-    return GateContext(plan=plan, dependency_states=dep_states, sod_rules=rules,
-                       sod_holdings=holdings, enforced_guards=rt.settings.enforced_guard_set)
+    return GateFacts(dep_states, rules)
+
+
+def read_holdings(rt: Runtime, facts: GateFacts) -> GrantSet:
+    """The SoD holdings, read from the target: call it with no store transaction open."""
+    wanted = facts.sod_entitlements
+    return rt.target.read_grants(wanted) if wanted else frozenset()
+
+
+def gate_context(rt: Runtime, facts: GateFacts, plan: Plan, holdings: GrantSet) -> GateContext:
+    """Gather what the gates need: dependency states, SoD rules and the holdings they judge."""
+    return GateContext(plan=plan, dependency_states=facts.dependency_states,
+                       sod_rules=facts.rules, sod_holdings=holdings,
+                       enforced_guards=rt.settings.enforced_guard_set)
 
 
 def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None = None,
                   triggered_by: str | None = None, dry_run: bool = False) -> StageOutcome:
-    """Compute the plan, snapshot the prior bundle and preview the gates."""
+    """Compute the plan, snapshot the prior bundle and preview the gates.
+
+    The target is read with no store transaction open (a slow directory never holds the
+    store's write lock): first the store is read, then the target, then one write
+    transaction checks that nothing moved and records the plan.
+    """
+    with failure_recorded(rt, "stage", key, wave=wave):
+        return _stage(rt, key, wave=wave, flow_run_id=flow_run_id, triggered_by=triggered_by,
+                      dry_run=dry_run)
+
+
+def _skip_reason(pkg: RolePackage | None, key: str) -> str | None:
+    if pkg is None:
+        return f"no package {key!r} in the catalog"
+    if pkg.rollback_only:
+        return "rollback-only package: it never deploys"
+    if S(pkg.state) not in RELEASABLE:
+        return f"already {S(pkg.state).label}"
+    return None
+
+
+def _open_release_resuming(s: Session, key: str) -> bool:
+    release = s.exec(select(Release).where(Release.package_key == key,
+                                           Release.closed == False)  # noqa: E712
+                     .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+    return release is not None and release.deploy_started_at is not None
+
+
+def _stage(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None,
+           triggered_by: str | None, dry_run: bool) -> StageOutcome:
+    with session_scope(rt.database_url) as s:  # read only
+        pkg = s.get(RolePackage, key)
+        if (why := _skip_reason(pkg, key)) is not None:
+            return StageOutcome(key, skipped=why)
+        view = load_package_view(s, key)
+        facts = gate_facts(s, view)
+        resuming = _open_release_resuming(s, key)
+    # The network, outside any transaction: the scope (unless the plan is frozen) and the
+    # holdings the SoD gate judges, in one read.
+    wanted = set(facts.sod_entitlements) | (set() if resuming else set(view.scope))
+    current = rt.target.read_grants(wanted) if wanted else frozenset()
+    holdings = frozenset(g for g in current if g.entitlement in facts.sod_entitlements)
+    if dry_run:
+        plan = plan_package(view, current)
+        return StageOutcome(key, counts=plan.counts(),
+                            gates=check_gates(view, gate_context(rt, facts, plan, holdings)))
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         pkg = s.get(RolePackage, key)
-        if pkg is None:
-            return StageOutcome(key, skipped=f"no package {key!r} in the catalog")
-        state = S(pkg.state)
-        if pkg.rollback_only:
-            return StageOutcome(key, skipped="rollback-only package: it never deploys")
-        if state not in RELEASABLE:
-            return StageOutcome(key, skipped=f"already {state.label}")
-        view = load_package_view(s, key)
-        if dry_run:
-            plan = plan_package(view, rt.target.read_grants(view.scope))
-            return StageOutcome(key, counts=plan.counts(),
-                                gates=check_gates(view, gate_context(s, rt, view, plan)))
+        if (why := _skip_reason(pkg, key)) is not None:  # moved while the target was read
+            return StageOutcome(key, skipped=why)
+        assert pkg is not None
         release = open_release(s, pkg, wave=wave, target=rt.target.name,
                                flow_run_id=flow_run_id, triggered_by=triggered_by, now=now)
-        resuming = release.deploy_started_at is not None
-        if resuming:
+        if release.deploy_started_at is not None:
             plan = load_bundle(s, release.id, key)  # frozen: the target holds partial writes
             assert plan is not None
+            resuming = True
+        elif resuming:  # the deploy we saw started belonged to a release closed since: replan
+            raise StaleRead(f"{key}: the open release changed while the target was read; "
+                            "re-run")
         else:
-            plan = plan_package(view, rt.target.read_grants(view.scope))
+            plan = plan_package(view, current)
             record_bundle(s, release.id, plan)
         release.adds, release.removes, release.retirements = (
             len(plan.adds), len(plan.removes), len(plan.retirements))
-        gates = check_gates(view, gate_context(s, rt, view, plan))
+        gates = check_gates(view, gate_context(rt, facts, plan, holdings))
         audit.record(s, "plan_staged", package_key=key, wave=wave, release_id=release.id,
                      flow_run_id=flow_run_id, at=now, **plan.counts(),
                      prior=len(plan.prior), resuming=resuming)
@@ -153,6 +214,10 @@ def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str |
             _hold(s, pkg, release, reason, now, [g.name for g in bad])
             outcome.held = reason
         return outcome
+
+
+class StaleRead(RuntimeError):
+    """The store moved while the target was being read; a re-run reads again."""
 
 
 def contained_release(s: Session, key: str, *, besides: int | None = None) -> Release | None:
@@ -248,39 +313,64 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
 
 def enforce_gates(rt: Runtime, release_id: int) -> list[GateResult]:
     """Run every gate against the current state; hold the package if one fails."""
-    now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
-        view = load_package_view(s, pkg.key)
-        plan = load_bundle(s, release_id, pkg.key)
-        results = check_gates(view, gate_context(s, rt, view, plan))
-        audit.record(s, "gates_checked", package_key=pkg.key, wave=pkg.wave,
-                     release_id=release_id, at=now, stage="dependency_checks",
-                     results=[r.__dict__ for r in results])
-        if bad := failed(results):
-            _hold(s, pkg, release, "; ".join(f"{g.name}: {g.reason}" for g in bad), now,
-                  [g.name for g in bad])
-        return results
+        key = release.package_key
+    with failure_recorded(rt, "dependency_checks", key, release_id=release_id):
+        with session_scope(rt.database_url) as s:
+            view = load_package_view(s, key)
+            facts = gate_facts(s, view)
+        holdings = read_holdings(rt, facts)  # the target, outside any transaction
+        now = rt.clock.now()
+        with session_scope(rt.database_url) as s:
+            release = s.get(Release, release_id)
+            pkg = s.get(RolePackage, key)
+            plan = load_bundle(s, release_id, key)
+            results = check_gates(view, gate_context(rt, gate_facts(s, view), plan, holdings))
+            audit.record(s, "gates_checked", package_key=key, wave=pkg.wave,
+                         release_id=release_id, at=now, stage="dependency_checks",
+                         results=[r.__dict__ for r in results])
+            if bad := failed(results):
+                _hold(s, pkg, release, "; ".join(f"{g.name}: {g.reason}" for g in bad), now,
+                      [g.name for g in bad])
+            return results
 
 
 def deploy_package(rt: Runtime, release_id: int,
                    on_batch: ProgressCallback | None = None) -> DeployOutcome:
-    """Apply the plan's adds and removes in batches; record the prior bundle before writing."""
+    """Apply the plan's adds and removes in batches; record the prior bundle before writing.
+
+    A failure is recorded (`stage_failed`, with the batch it stopped at) and re-raised; the
+    package stays Deploying and a re-run resumes from the frozen plan.
+    """
+    with session_scope(rt.database_url) as s:
+        release = s.get(Release, release_id)
+        key, wave, started = release.package_key, release.wave, release.deploy_started_at
+    with failure_recorded(rt, "deploy", key, release_id=release_id, wave=wave):
+        return _deploy(rt, release_id, key, started is None, on_batch)
+
+
+def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
+            on_batch: ProgressCallback | None) -> DeployOutcome:
+    with session_scope(rt.database_url) as s:
+        view = load_package_view(s, key)
+    # Re-read just before the first write (the approval may have taken hours), with no
+    # store transaction open.
+    snapshot = read_snapshot(rt.target, view.scope) if first else None
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
-        view = load_package_view(s, pkg.key)
+        pkg = s.get(RolePackage, key)
         if release.deploy_started_at is None:
-            # Re-read just before the first write: the approval may have taken hours.
-            plan = plan_package(view, rt.target.read_grants(view.scope))
-            record_bundle(s, release_id, plan)
+            if snapshot is None:
+                raise StaleRead(f"{key}: release {release_id} was reset while deploying; re-run")
+            plan = plan_package(view, snapshot.grants)
+            record_bundle(s, release_id, plan, stored=snapshot.stored)
             release.deploy_started_at = now
             release.adds, release.removes, release.retirements = (
                 len(plan.adds), len(plan.removes), len(plan.retirements))
         else:
-            plan = load_bundle(s, release_id, pkg.key)
+            plan = load_bundle(s, release_id, key)
         if S(pkg.state) != S.DEPLOYING:
             transition(s, pkg, S.DEPLOYING, f"applying {len(plan.adds)} adds and "
                        f"{len(plan.removes)} removes to {rt.target.name}",
@@ -341,7 +431,9 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
         plan = load_bundle(s, release_id, release.package_key)
         if release.legacy_retired_at is not None or plan is None or not plan.retirements:
             return 0
-    result = rt.target.apply([], plan.retirements, batch_size=rt.settings.batch_size)
+        key, wave = release.package_key, release.wave
+    with failure_recorded(rt, "retire_legacy", key, release_id=release_id, wave=wave):
+        result = rt.target.apply([], plan.retirements, batch_size=rt.settings.batch_size)
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         release.legacy_retired_at = now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import delete, insert
 from sqlmodel import Session, select
 
@@ -12,12 +14,19 @@ from wavekit.domain.planning import Plan
 _KINDS = ("prior", "add", "remove", "retire")
 
 
-def record_bundle(session: Session, release_id: int, plan: Plan) -> None:
-    """Store `plan` and its prior snapshot for `release_id`, replacing an earlier staging."""
+def record_bundle(session: Session, release_id: int, plan: Plan,
+                  stored: Mapping[Grant, str] | None = None) -> None:
+    """Store `plan` and its prior snapshot for `release_id`, replacing an earlier staging.
+
+    `stored` holds the target's own form of prior grants (an LDAP member DN as written):
+    kept on the prior rows, so rollback writes a removed grant back verbatim.
+    """
     session.exec(delete(BundleGrant).where(BundleGrant.release_id == release_id))
     session.exec(delete(BundleScope).where(BundleScope.release_id == release_id))
+    stored = stored or {}
     rows = [{"release_id": release_id, "kind": kind, "identity": g.identity,
-             "entitlement": g.entitlement}
+             "entitlement": g.entitlement,
+             "stored_value": stored.get(g) if kind == "prior" else None}
             for kind, grants in zip(_KINDS, (plan.prior, plan.adds, plan.removes,
                                              plan.retirements), strict=True)
             for g in grants]
@@ -41,6 +50,16 @@ def load_bundle(session: Session, release_id: int, package_key: str) -> Plan | N
     return Plan(package_key=package_key, scope=frozenset(scope),
                 adds=frozenset(by_kind["add"]), removes=frozenset(by_kind["remove"]),
                 retirements=frozenset(by_kind["retire"]), prior=frozenset(by_kind["prior"]))
+
+
+def load_stored_values(session: Session, release_id: int) -> dict[Grant, str]:
+    """The prior grants' stored values (only those the target reported)."""
+    rows = session.exec(select(BundleGrant.identity, BundleGrant.entitlement,
+                               BundleGrant.stored_value)
+                        .where(BundleGrant.release_id == release_id,
+                               BundleGrant.kind == "prior",
+                               BundleGrant.stored_value.is_not(None)))  # type: ignore[union-attr]
+    return {Grant(i, e): v for i, e, v in rows}
 
 
 def restrict(grants: GrantSet, scope: frozenset[str]) -> GrantSet:

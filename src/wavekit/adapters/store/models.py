@@ -174,6 +174,8 @@ class BundleGrant(SQLModel, table=True):
     kind: str
     identity: str
     entitlement: str
+    # The target's own form of a prior grant (an LDAP member DN as stored), for rollback.
+    stored_value: str | None = None
 
 
 class BundleScope(SQLModel, table=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol, runtime_checkable
@@ -11,7 +11,39 @@ from wavekit.domain.grants import Grant, GrantSet
 
 
 class TargetError(RuntimeError):
-    """A target refused or failed a request; what was applied before it stays applied."""
+    """A target refused or failed a request; what was applied before it stays applied.
+
+    The message is one line meant for a person: it names the target (`target`, e.g.
+    "LDAP target ldap://127.0.0.1:389") and, when it happened inside apply(), the batch.
+    No credential ever appears in it.
+    """
+
+    def __init__(self, message: str, *, target: str | None = None,
+                 batch: int | None = None) -> None:
+        super().__init__(message)
+        self.message = " ".join(str(message).split())  # one line, whatever the server said
+        self.target = target
+        self.batch = batch
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.target and not text.startswith(self.target):
+            text = f"{self.target}: {text}"
+        if self.batch is not None:
+            text += f" (batch {self.batch})"
+        return text
+
+
+class TargetUnavailable(TargetError):
+    """The target did not answer, or kept failing, after every retry: try again later."""
+
+
+class TargetAuthError(TargetError):
+    """The target refused wavekit's credentials (wrong password, token, or rights)."""
+
+
+class TargetRefused(TargetError):
+    """The target answered and refused the request (unknown user or group, bad request)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +107,48 @@ class Target(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Grants as read, with the value each is stored as where the target keeps its own form
+    (an LDAP member DN as written, e.g. uid=a,ou=People,dc=Example). Rollback writes a
+    removed grant back with exactly that value."""
+
+    grants: GrantSet
+    stored: Mapping[Grant, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class KeepsStoredValues(Protocol):
+    """A target whose grants have a stored form worth restoring verbatim."""
+
+    def read_snapshot(self, entitlements: Collection[str]) -> Snapshot:
+        """Like read_grants, with each grant's stored value."""
+        ...
+
+    def apply_verbatim(self, adds: Iterable[Grant], removes: Iterable[Grant],
+                       stored: Mapping[Grant, str], *, batch_size: int = 500,
+                       on_batch: ProgressCallback | None = None) -> ApplyResult:
+        """Like apply, writing each add whose stored value is known as exactly that value."""
+        ...
+
+
+def read_snapshot(target: Target, entitlements: Collection[str]) -> Snapshot:
+    """The target's grants of `entitlements`, with stored values when it keeps them."""
+    if isinstance(target, KeepsStoredValues):
+        return target.read_snapshot(entitlements)
+    return Snapshot(target.read_grants(entitlements))
+
+
+def apply_restoring(target: Target, adds: Iterable[Grant], removes: Iterable[Grant],
+                    stored: Mapping[Grant, str], *, batch_size: int = 500,
+                    on_batch: ProgressCallback | None = None) -> ApplyResult:
+    """apply(), re-adding grants in their stored form on targets that keep one."""
+    if stored and isinstance(target, KeepsStoredValues):
+        return target.apply_verbatim(adds, removes, stored, batch_size=batch_size,
+                                     on_batch=on_batch)
+    return target.apply(adds, removes, batch_size=batch_size, on_batch=on_batch)
+
+
 def batched(items: Iterable[Grant], size: int) -> Iterator[list[Grant]]:
     """Split grants into lists of at most `size`, entitlement by entitlement so a batch maps
     onto few target requests; the order is stable so a re-run batches the same way."""
@@ -95,7 +169,12 @@ def apply_in_batches(
     """The apply() every target shares: cut batches, apply each, report after each lands."""
     result = ApplyResult()
     for index, (add, remove) in enumerate(plan_batches(adds, removes, batch_size)):
-        batch = apply_batch(index, add, remove)
+        try:
+            batch = apply_batch(index, add, remove)
+        except TargetError as exc:
+            if exc.batch is None:
+                exc.batch = index  # the caller learns where it stopped; earlier batches stand
+            raise
         result.absorb(batch)
         if on_batch:
             on_batch(batch)

@@ -28,7 +28,11 @@ from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
     ProgressCallback,
+    Snapshot,
+    TargetAuthError,
     TargetError,
+    TargetRefused,
+    TargetUnavailable,
     apply_in_batches,
 )
 from wavekit.adapters.targets.resilience import (
@@ -227,6 +231,7 @@ class LdapTarget:
         self.rate_limiter = rate_limiter or build_rate_limiter(config.rate_per_second,
                                                                config.prefect_rate_limit)
         self.name = f"ldap:{config.host}:{config.port}/{config.base_dn}"
+        self.label = f"LDAP target {config.url}"  # how errors name this directory
         self._conn: Connection | None = None
         self._lock = threading.RLock()  # one ldap3 sync connection: one request at a time
         self._dn_by_identity: dict[str, str] = {}  # casefolded identity -> user DN
@@ -239,13 +244,26 @@ class LdapTarget:
     # -- the Target protocol -------------------------------------------------------------
 
     def read_grants(self, entitlements: Collection[str]) -> GrantSet:
+        return self.read_snapshot(entitlements).grants
+
+    def read_snapshot(self, entitlements: Collection[str]) -> Snapshot:
+        """The grants, and each member value exactly as the directory stores it."""
         groups = self._find_groups(set(entitlements))
-        found: set[Grant] = set()
+        stored: dict[Grant, str] = {}
         for group in groups.values():
             for dn in group.members:
                 if normalize_dn(dn) != self._placeholder:
-                    found.add(Grant(self._identity_of(dn), group.key))
-        return frozenset(found)
+                    stored.setdefault(Grant(self._identity_of(dn), group.key), dn)
+        return Snapshot(frozenset(stored), stored)
+
+    def apply_verbatim(self, adds: Iterable[Grant], removes: Iterable[Grant],
+                       stored: Mapping[Grant, str], *, batch_size: int = 500,
+                       on_batch: ProgressCallback | None = None) -> ApplyResult:
+        """apply(), adding each grant whose stored value is known as exactly that DN."""
+        def batch(index: int, add: list[Grant], remove: list[Grant]) -> BatchResult:
+            return self._apply_batch(index, add, remove, stored)
+
+        return apply_in_batches(batch, adds, removes, batch_size, on_batch)
 
     def apply(
         self,
@@ -263,7 +281,8 @@ class LdapTarget:
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _apply_batch(self, index: int, adds: list[Grant], removes: list[Grant]) -> BatchResult:
+    def _apply_batch(self, index: int, adds: list[Grant], removes: list[Grant],
+                     stored: Mapping[Grant, str] | None = None) -> BatchResult:
         want_add, want_remove = by_entitlement(adds), by_entitlement(removes)
         keys = set(want_add) | set(want_remove)
         groups = self._find_groups(keys)
@@ -271,7 +290,8 @@ class LdapTarget:
         resolved = self._resolve(identities)
         # Everything is checked before the first write: a bad name fails the batch untouched.
         unknown_groups = keys - groups.keys()
-        unknown_ids = {i for i in {g.identity for g in adds} if i not in resolved}
+        unknown_ids = {g.identity for g in adds
+                       if g.identity not in resolved and not (stored and g in stored)}
         members = {key: _Members(self, group) for key, group in groups.items()}
         for key, ids in want_remove.items():
             if key in members:
@@ -286,21 +306,27 @@ class LdapTarget:
             if unknown_ids:
                 parts.append(f"unknown identities under {self.config.user_base}: "
                              f"{_name_list(unknown_ids)}")
-            raise TargetError(f"batch {index} not applied; " + "; ".join(parts))
+            raise TargetRefused("not applied; " + "; ".join(parts), target=self.label,
+                                batch=index)
         added = removed = 0
         for key in sorted(keys):
-            a, r = self._converge_group(groups[key], members[key], want_add.get(key, set()),
+            # The DN each add is written as: its stored form when rollback knows it.
+            values = {i: (stored or {}).get(Grant(i, key)) or resolved[i]
+                      for i in want_add.get(key, set())}
+            a, r = self._converge_group(groups[key], members[key], values,
                                         want_remove.get(key, set()), resolved)
             added, removed = added + a, removed + r
         total = sum(map(len, want_add.values())) + sum(map(len, want_remove.values()))
         return BatchResult(index, added, removed, total - added - removed)
 
-    def _converge_group(self, group: _Group, members: _Members, add_ids: set[str],
+    def _converge_group(self, group: _Group, members: _Members, add_values: Mapping[str, str],
                         remove_ids: set[str], resolved: Mapping[str, str]) -> tuple[int, int]:
-        """Diff one group against the wanted change and send one modify; (added, removed)."""
+        """Diff one group against the wanted change and send one modify; (added, removed).
+        `add_values` maps each identity to add to the member value to write."""
         for _ in range(_CONFLICT_ROUNDS):
-            to_add = sorted({resolved[i] for i in add_ids
-                             if normalize_dn(resolved[i]) not in members.by_dn})
+            to_add = sorted({dn for i, dn in add_values.items()
+                             if normalize_dn(dn) not in members.by_dn
+                             and i.casefold() not in members.by_identity})
             to_delete = sorted({stored for i in remove_ids
                                 if (stored := members.stored(i, resolved.get(i)))})
             if not to_add and not to_delete:
@@ -323,7 +349,8 @@ class LdapTarget:
             # had already landed): read it again and diff again.
             group = self._read_group(group)
             members = _Members(self, group)
-        raise TargetError(f"group {group.dn} kept changing while wavekit wrote it; try again")
+        raise TargetUnavailable(f"group {group.dn} kept changing while wavekit wrote it; "
+                                "try again", target=self.label)
 
     # -- directory reads -------------------------------------------------------------------
 
@@ -349,7 +376,8 @@ class LdapTarget:
         entries = self._search(group.dn, "(objectClass=*)", [self.config.member_attribute],
                                scope=BASE)
         if not entries:
-            raise TargetError(f"group {group.dn} disappeared while wavekit wrote it")
+            raise TargetRefused(f"group {group.dn} disappeared while wavekit wrote it",
+                                target=self.label)
         return _Group(group.key, group.dn, _values(entries[0], self.config.member_attribute))
 
     def _resolve(self, identities: Collection[str]) -> dict[str, str]:
@@ -461,6 +489,8 @@ class LdapTarget:
 
     def _request(self, what: str, fn: Callable[[Connection], T]) -> T:
         """Run `fn` on a bound connection: retry busy/unavailable/broken wire, name the rest."""
+        label = self.label
+
         def attempt() -> T:
             with self._lock:
                 try:
@@ -470,18 +500,28 @@ class LdapTarget:
                 except _CONNECTION_ERRORS as exc:
                     self._drop()  # a half-dead socket is never reused: reconnect next attempt
                     if _is_certificate_error(exc):
-                        raise TargetError(f"{what}: TLS failed: {exc}") from exc
-                    raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                        raise TargetError(f"{what}: TLS failed: {_short(exc)}",
+                                          target=label) from exc
+                    raise RetryableError(f"{what}: {type(exc).__name__}: {_short(exc)}") from exc
+                except lx.LDAPInvalidCredentialsResult as exc:
+                    raise TargetAuthError(f"invalid credentials for {self.config.bind_dn} "
+                                          f"({_describe(exc)})", target=label) from exc
+                except (lx.LDAPInsufficientAccessRightsResult,
+                        lx.LDAPStrongerAuthRequiredResult) as exc:
+                    raise TargetAuthError(f"{what}: {self.config.bind_dn} may not do this "
+                                          f"({_describe(exc)})", target=label) from exc
                 except lx.LDAPOperationResult as exc:
-                    raise TargetError(f"{what} refused by {self.config.host}: "
-                                      f"{_describe(exc)}") from exc
+                    raise TargetRefused(f"{what} refused: {_describe(exc)}",
+                                        target=label) from exc
                 except lx.LDAPException as exc:
-                    raise TargetError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                    raise TargetError(f"{what}: {type(exc).__name__}: {_short(exc)}",
+                                      target=label) from exc
 
         try:
-            return self.retry.call(attempt)
+            return self.retry.call(attempt, what=f"{label}: {what}")
         except RetryableError as exc:
-            raise TargetError(f"{exc} (gave up after {self.retry.attempts} attempts)") from exc
+            raise TargetUnavailable(f"{exc} (gave up after {self.retry.attempts} attempts)",
+                                    target=label) from exc
 
     def _connection(self) -> Connection:
         if self._conn is not None and not self._conn.closed and self._conn.bound:
@@ -535,6 +575,12 @@ class _Members:
 def _describe(exc: lx.LDAPOperationResult) -> str:
     message = f" ({exc.message})" if getattr(exc, "message", None) else ""
     return f"{exc.description} [{exc.result}]{message}"
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, cut to `limit` characters (ldap3's can be long)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_certificate_error(exc: BaseException) -> bool:

@@ -1,20 +1,34 @@
-"""Retries with exponential back-off and a request-rate limit, shared by the network targets.
+"""Retries and a request-rate limit, shared by the network targets: the only retry layer.
 
-Retryable: HTTP 429 (honouring Retry-After), 5xx, timeouts and dropped connections.
-The rate limiter is a Protocol: a local token bucket by default, Prefect's global rate
-limit (`prefect.concurrency.sync.rate_limit`) when running under a Prefect server.
+Retries are tenacity's (`RetryPolicy.call`): exponential back-off with full jitter, a
+server's Retry-After (429/503) honoured up to `max_delay`, bounded both in attempts and in
+total time, and every retry logged with its reason. Retryable: HTTP 429, 5xx, timeouts and
+dropped connections (the targets raise RetryableError for those); anything else fails at once.
+
+The rate limiter is a Protocol: Prefect's global rate limit (`prefect.concurrency.sync.
+rate_limit`) when one is named, else a small process-local token bucket, else none.
 """
 
 from __future__ import annotations
 
-import random
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RetryableError(Exception):
@@ -37,33 +51,44 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @dataclass
 class RetryPolicy:
-    """Exponential back-off with jitter; `sleep` is injectable so tests never wait."""
+    """How hard to retry: at most `attempts` tries and `max_time` seconds in all; waits grow
+    exponentially from `base_delay` with full jitter, capped at `max_delay`. `sleep` is
+    injectable so tests never wait."""
 
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
+    max_time: float = 120.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
+    def delay(self, state: RetryCallState) -> float:
+        """The wait before the next try: the server's Retry-After when it gave one."""
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        backoff = self.base_delay * (2 ** (attempt - 1))
-        return min(self.max_delay, backoff * (0.5 + random.random() / 2))
+            return float(min(retry_after, self.max_delay))
+        backoff = wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)
+        return float(backoff(state))
 
-    def call(self, fn: Callable[[], T], *, on_retry: Callable[[int, Exception, float], None]
-             | None = None) -> T:
-        """Run `fn`, retrying RetryableError up to `attempts` times in all."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except RetryableError as exc:
-                if attempt == self.attempts:
-                    raise
-                wait = self.delay(attempt, exc.retry_after)
-                if on_retry:
-                    on_retry(attempt, exc, wait)
-                self.sleep(wait)
-        raise AssertionError("unreachable")
+    def call(self, fn: Callable[[], T], *, what: str = "request",
+             on_retry: Callable[[int, Exception, float], None] | None = None) -> T:
+        """Run `fn`, retrying RetryableError; the last one is re-raised when retries run out."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            assert isinstance(exc, Exception)
+            if on_retry:
+                on_retry(state.attempt_number, exc, wait)
+            else:
+                log.warning("%s: %s; retry %d of %d in %.1fs", what, exc, state.attempt_number,
+                            self.attempts - 1, wait)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_time),
+            wait=self.delay, retry=retry_if_exception_type(RetryableError),
+            sleep=self.sleep, before_sleep=before_sleep, reraise=True)
+        return retrying(fn)
 
 
 class RateLimiter(Protocol):
@@ -78,7 +103,8 @@ class NoRateLimit:
 
 
 class TokenBucket:
-    """A process-local limit of `rate` requests per second with a burst of `burst`."""
+    """A process-local limit of `rate` requests per second with a burst of `burst`: the
+    simple limiter for one process; several workers share a PrefectRateLimit instead."""
 
     def __init__(self, rate: float, burst: int = 1, *,
                  clock: Callable[[], float] = time.monotonic,

@@ -35,7 +35,10 @@ from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
     ProgressCallback,
+    TargetAuthError,
     TargetError,
+    TargetRefused,
+    TargetUnavailable,
     apply_in_batches,
 )
 from wavekit.adapters.targets.resilience import (
@@ -114,6 +117,11 @@ def _refusal(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {response.text[:200]}".rstrip(": ")
 
 
+def _refused_error(status: int | None) -> type[TargetError]:
+    """The error class for a refusal: credentials (401/403) or the request itself."""
+    return TargetAuthError if status in (401, 403) else TargetRefused
+
+
 class _HttpxEngine(BaseSyncSCIMClient):
     """scim2-client bound to httpx.
 
@@ -150,6 +158,7 @@ class ScimSession:
                  rate_limiter: RateLimiter | None = None, http_client: httpx.Client | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
+        self.label = f"SCIM target {config.base_url}"  # how errors name this service
         self.retry = retry or RetryPolicy()
         self.limiter = rate_limiter or build_rate_limiter(config.rate_per_second,
                                                           config.prefect_rate_limit)
@@ -194,8 +203,9 @@ class ScimSession:
         try:
             return self.retry.call(attempt, on_retry=on_retry)
         except RetryableError as exc:
-            raise TargetError(f"SCIM {method} {url} still failing after {self.retry.attempts} "
-                              f"attempts: {exc}") from exc
+            raise TargetUnavailable(f"SCIM {method} {url} still failing after "
+                                    f"{self.retry.attempts} attempts: {exc}",
+                                    target=self.label) from exc
 
     @contextmanager
     def refused(self, action: str) -> Iterator[None]:
@@ -204,15 +214,19 @@ class ScimSession:
             yield
         except SCIMException as exc:
             kind = f" ({exc.scim_type})" if exc.scim_type else ""
-            raise TargetError(f"SCIM {action} refused: HTTP {exc.status}{kind}: "
-                              f"{exc.detail}") from exc
+            raise _refused_error(exc.status)(f"SCIM {action} refused: HTTP {exc.status}{kind}: "
+                                             f"{exc.detail}", target=self.label) from exc
         except SCIMClientException as exc:
-            raise TargetError(f"SCIM {action} failed: {exc}") from exc
+            response = getattr(exc, "source", None)
+            status = getattr(response, "status_code", None)
+            raise _refused_error(status)(f"SCIM {action} failed: {exc}",
+                                         target=self.label) from exc
 
     def check(self, response: httpx.Response, action: str) -> httpx.Response:
         """Raise TargetError with the server's detail unless `response` is a success."""
         if not response.is_success:
-            raise TargetError(f"SCIM {action} refused: {_refusal(response)}")
+            raise _refused_error(response.status_code)(f"SCIM {action} refused: "
+                                                       f"{_refusal(response)}", target=self.label)
         return response
 
     def _discover(self) -> None:
@@ -483,8 +497,9 @@ class ScimTarget:
             pending = sorted(landed.stale)
             if not pending:
                 return total
-        raise TargetError(f"SCIM groups {', '.join(pending)} kept changing while wavekit wrote "
-                          f"them (HTTP 412 {self.session.retry.attempts} times); re-run the batch")
+        raise TargetUnavailable(f"SCIM groups {', '.join(pending)} kept changing while wavekit "
+                                f"wrote them (HTTP 412 {self.session.retry.attempts} times); "
+                                "re-run the batch", target=self.session.label)
 
     def _write(self, writes: list[_GroupWrite]) -> _Landed:
         if not writes:
@@ -544,7 +559,8 @@ class ScimTarget:
             else:
                 failures.append(f"{write.name}: {_op_detail(result)}")
         if failures:
-            raise TargetError(f"SCIM bulk PATCH refused for groups {'; '.join(failures)}")
+            raise TargetRefused(f"SCIM bulk PATCH refused for groups {'; '.join(failures)}",
+                                target=self.session.label)
         return landed
 
     # -- directory lookups -------------------------------------------------------------
@@ -570,16 +586,16 @@ class ScimTarget:
     def _require_groups(self, names: set[str]) -> dict[str, str]:
         found = self._group_ids_for(names)
         if missing := sorted(names - found.keys()):
-            raise TargetError(f"SCIM target {self.name} has no group named "
-                              f"{', '.join(missing)}; nothing in this batch was written")
+            raise TargetRefused(f"no group named {', '.join(missing)}; nothing in this batch "
+                                "was written", target=self.session.label)
         return found
 
     def _require_identities(self, names: set[str]) -> dict[str, str]:
         found = self._identity_ids(names)
         if missing := sorted(names - found.keys()):
-            raise TargetError(f"SCIM target {self.name} has no user with "
-                              f"{self.config.identity_match} {', '.join(missing)}; nothing in "
-                              "this batch was written")
+            raise TargetRefused(f"no user with {self.config.identity_match} "
+                                f"{', '.join(missing)}; nothing in this batch was written",
+                                target=self.session.label)
         return found
 
     def _identity_ids(self, names: set[str]) -> dict[str, str]:

@@ -1,0 +1,67 @@
+"""Every failure is recorded: a stage that stops on an error leaves an audit event.
+
+`failure_recorded` wraps a stage (stage, dependency_checks, deploy, retire_legacy, the
+rollback's restore and verify). On an error it writes `stage_failed` in a transaction of its
+own (the stage's own transaction, if one was open, is rolled back with the error) carrying
+the stage, the batch it stopped at, the error class and a one-line message with secrets
+masked; keeps that line as the package's state reason; and re-raises the same error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from wavekit.adapters.store import audit
+from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.models import RolePackage
+from wavekit.workflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """An error's one-line text for the audit log and the terminal, secrets masked."""
+    return redact(" ".join(str(exc).split()), limit)
+
+
+_SECRET = re.compile(r"(?i)(bearer\s+|authorization[:=]\s*|password[:=]\s*|token[:=]\s*)"
+                     r"[^\s,;)]+")
+
+
+def redact(text: str, limit: int = 300) -> str:
+    text = _SECRET.sub(lambda m: m.group(1) + "***", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextmanager
+def failure_recorded(rt: Runtime, stage: str, package_key: str, *,
+                     release_id: int | None = None, wave: int | None = None) -> Iterator[None]:
+    """Run a stage; if it stops on an error, write a `stage_failed` audit event (stage, batch,
+    error class, one-line message without secrets) in a transaction of its own, keep the
+    reason on the package, and re-raise the same error."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "_wavekit_recorded", False):  # an inner stage recorded it already
+            raise
+        exc._wavekit_recorded = True  # type: ignore[attr-defined]
+        message = short_error(exc)
+        batch = getattr(exc, "batch", None)
+        try:
+            with session_scope(rt.database_url) as s:
+                audit.record(s, "stage_failed", package_key=package_key, wave=wave,
+                             release_id=release_id, at=rt.clock.now(), stage=stage,
+                             batch=batch, error=type(exc).__name__, message=message,
+                             target=rt.target.name)
+                pkg = s.get(RolePackage, package_key)
+                if pkg is not None:
+                    where = f"{stage} stopped" + (f" at batch {batch}" if batch is not None
+                                                  else "")
+                    pkg.state_reason = redact(f"{where}: {message}; re-run to resume")
+                    s.add(pkg)
+        except Exception:  # the store itself failed: the original error is what matters
+            log.exception("could not record the failure of %s for %s", stage, package_key)
+        raise
