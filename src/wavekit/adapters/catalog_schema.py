@@ -143,8 +143,6 @@ def _pattern(regex: re.Pattern[str], what: str, rule: str) -> Callable[[Any], An
 
 _KEY_RULE = "1 to 63 lowercase letters, digits and dashes, starting with a letter or digit"
 PackageKey = Annotated[str, BeforeValidator(_pattern(KEY_RE, "package key", _KEY_RULE))]
-EntitlementKey = Annotated[str, BeforeValidator(_pattern(KEY_RE, "entitlement key",
-                                                         _KEY_RULE))]
 SodKey = Annotated[str, BeforeValidator(_pattern(KEY_RE, "rule key", _KEY_RULE))]
 GuardName = Annotated[str, BeforeValidator(_pattern(
     GUARD_RE, "guard name", "1 to 63 lowercase letters, digits, dashes and underscores"))]
@@ -152,6 +150,19 @@ SlackId = Annotated[str, BeforeValidator(_pattern(
     SLACK_ID_RE, "Slack id", "2 to 32 capital letters and digits, e.g. U0123ABCD"))]
 Email = Annotated[str, BeforeValidator(_pattern(
     EMAIL_RE, "email address", "one @, no spaces, at most 254 characters"))]
+
+
+def _reference(value: Any) -> Any:
+    # A reference to a package or entitlement is checked against what the catalog declares
+    # (wavekit.adapters.catalog): a malformed key is reported where it is declared, once.
+    if not isinstance(value, str):
+        raise _fail("ref", f"{show(value)} is {_typename(value)}, not a key")
+    if len(value) > NAME_LEN:
+        raise _fail("ref", f"is {len(value):,} characters long (keys have at most 63)")
+    return value
+
+
+Reference = Annotated[str, BeforeValidator(_reference)]
 
 
 def _whole(lo: int, hi: int, what: str) -> Callable[[Any], Any]:
@@ -334,7 +345,7 @@ def _fallback(value: Any) -> Any:
     return {"plan": value} if isinstance(value, str) else value
 
 
-EntitlementList = Annotated[list[EntitlementKey], BeforeValidator(_as_list),
+EntitlementList = Annotated[list[Reference], BeforeValidator(_as_list),
                             Field(max_length=MAX_ENTITLEMENTS_PER_PACKAGE)]
 
 
@@ -366,7 +377,7 @@ class PackageModel(BaseModel):
     entitlements: EntitlementList = []
     removes: EntitlementList = []
     retires: EntitlementList = []
-    depends_on: Annotated[list[PackageKey], BeforeValidator(_as_list),
+    depends_on: Annotated[list[Reference], BeforeValidator(_as_list),
                           Field(max_length=MAX_DEPENDENCIES)] = []
 
     @field_validator("population_rule", mode="before")
@@ -402,7 +413,7 @@ def _pair(value: Any) -> Any:
 class SodRuleModel(BaseModel):
     model_config = STRICT
     key: SodKey | None = None
-    entitlements: Annotated[list[EntitlementKey], BeforeValidator(_pair)]
+    entitlements: Annotated[list[Reference], BeforeValidator(_pair)]
     description: LongText = ""
 
 
@@ -507,8 +518,9 @@ class Validated:
     waves: list[tuple[WaveModel, Any]]
     sod_rules: list[tuple[SodRuleModel, Any]]
     packages: list[tuple[PackageModel, Any]]
-    # Every well-formed package key in the document, also of packages with other problems,
-    # so that references to them are not reported as unknown (one error per root cause).
+    # Every package key in the document (text), also of packages with other problems or a
+    # malformed key, so that references to them are not reported as unknown (one error per
+    # root cause).
     declared_keys: dict[str, int | None]
     document: Any
 
@@ -597,8 +609,9 @@ def validate_document(doc: Any, problems: list[Problem]) -> Validated:
         lines = getattr(items, "lines", None)
         for i, raw in enumerate(items):
             line = lines[i] if lines and i < len(lines) else None
-            if section == "packages" and isinstance(raw, dict) and _is_key(raw.get("key")):
+            if section == "packages" and isinstance(raw, dict) and isinstance(raw.get("key"), str):
                 key_line = raw.key_lines.get("key") if isinstance(raw, LineDict) else line
+                # A malformed key is reported once; references to it are not "unknown".
                 out.declared_keys.setdefault(raw["key"], key_line)
             model = validate_item(section, i, raw, line, problems)
             if model is not None:

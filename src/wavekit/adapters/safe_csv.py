@@ -130,7 +130,7 @@ def read_table(path: Path, columns: Sequence[str], required: Sequence[str], max_
         raise CsvRefused([(exc.line, exc.field, exc.message)]) from None
     if not rows:
         need = f": {', '.join(columns)}" if columns else ""
-        raise CsvRefused([(None, "file", f"is empty (the first line must be the header{need})")])
+        raise CsvRefused([(1, "file", f"is empty (the first line must be the header{need})")])
     header = [h.strip() for h in rows[0]]
     if refused := check_header(header, required, lines[0], missing_message):
         raise CsvRefused(refused)
@@ -141,14 +141,11 @@ def read_table(path: Path, columns: Sequence[str], required: Sequence[str], max_
     if any(len(r) != width for r in body):
         fixed = []
         for r, line in zip(body, body_lines, strict=True):
-            if len(r) != width:
-                if len(r) > width and not any(x.strip() for x in r[width:]):
-                    r = r[:width]  # trailing empty fields (a spreadsheet's extra commas)
-                else:
-                    problems.append((line, "row", f"has {len(r)} field"
-                                     f"{'' if len(r) == 1 else 's'}; the header has {width}"))
-                    bad_rows.add(line)
-                    r = (r + [""] * width)[:width]
+            if len(r) != width:  # a shifted row: its values are not where the header says
+                problems.append((line, "row", f"has {len(r)} field"
+                                 f"{'' if len(r) == 1 else 's'}; the header has {width}"))
+                bad_rows.add(line)
+                r = (r + [""] * width)[:width]
             fixed.append(r)
         body = fixed
     known = [c for c in columns if c in header] or [c for c in header if c]

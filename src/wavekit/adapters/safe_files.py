@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 MB = 1024 * 1024
+_CHUNK = 8 * MB
 
 
 class FileRefused(Exception):
@@ -84,13 +85,18 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
         size = path.stat().st_size
         if size > max_bytes:
             raise FileRefused(f"is {_size(size)}, larger than the {_size(max_bytes)} allowed")
+        # In chunks (read(n) would allocate n bytes up front) and never past the cap: the
+        # file may grow between stat and read.
+        chunks, total = [], 0
         with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)  # the file may grow between stat and read
+            while chunk := fh.read(min(_CHUNK, max_bytes + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > max_bytes:
+                    raise FileRefused(f"is larger than the {_size(max_bytes)} allowed")
     except OSError as exc:
         raise FileRefused(f"cannot be read: {exc.strerror or exc.__class__.__name__}") from None
-    if len(data) > max_bytes:
-        raise FileRefused(f"is larger than the {_size(max_bytes)} allowed")
-    return data
+    return b"".join(chunks)
 
 
 def decode_text(data: bytes) -> str:
