@@ -119,12 +119,37 @@ def check_header(header: Sequence[str], required: Sequence[str], line: int,
     return out
 
 
+def cell_problems(frame: pd.DataFrame, columns: Sequence[str]) -> list[RowProblem]:
+    """A problem per cell (by `_line`) with a control character or over MAX_CELL characters."""
+    out: list[RowProblem] = []
+    for c in columns:
+        if c not in frame or not len(frame):
+            continue
+        values = frame[c].astype(str)
+        bad = values.str.contains(_BAD_CELL, regex=True)
+        long = ~bad & (values.str.len() > MAX_CELL)
+        out.extend((int(line), c, describe_bad_char(value))
+                   for line, value in zip(frame.loc[bad, "_line"], values[bad], strict=True))
+        out.extend((int(line), c, f"is {len(value):,} characters long (at most {MAX_CELL:,})")
+                   for line, value in zip(frame.loc[long, "_line"], values[long], strict=True))
+    return out
+
+
 def read_table(path: Path, columns: Sequence[str], required: Sequence[str], max_bytes: int,
-               *, missing_message: str = "required column is missing from the header",
-               what: str = "") -> Table:
+               *, missing_message: str = "required column is missing from the header") -> Table:
     """Read `path` as a CSV table (see the module docstring); CsvRefused if unusable."""
     try:
         text = read_text(path, max_bytes)
+    except FileRefused as exc:
+        raise CsvRefused([(exc.line, exc.field, exc.message)]) from None
+    return table_from_text(text, columns, required, missing_message=missing_message)
+
+
+def table_from_text(text: str, columns: Sequence[str], required: Sequence[str], *,
+                    missing_message: str = "required column is missing from the header"
+                    ) -> Table:
+    """The CSV `text` as a Table; CsvRefused if it is empty, unparseable or its header bad."""
+    try:
         lines, rows = _records(text)
     except FileRefused as exc:
         raise CsvRefused([(exc.line, exc.field, exc.message)]) from None
@@ -155,20 +180,12 @@ def read_table(path: Path, columns: Sequence[str], required: Sequence[str], max_
     for c in known:
         frame[c] = frame[c].str.strip()
     frame["_line"] = body_lines
-    cells_checked = _BAD_RE.search(text) or "\t" in text or max(map(len, text.split("\n"))) \
-        > MAX_CELL or '"' in text
-    if cells_checked and len(frame):
-        for c in known:
-            bad = frame[c].str.contains(_BAD_CELL, regex=True)
-            long = frame[c].str.len() > MAX_CELL
-            for line, value in zip(frame.loc[bad, "_line"], frame.loc[bad, c], strict=True):
-                problems.append((int(line), c, describe_bad_char(value)))
-                bad_rows.add(int(line))
-            for line, value in zip(frame.loc[long & ~bad, "_line"],
-                                   frame.loc[long & ~bad, c], strict=True):
-                problems.append((int(line), c, f"is {len(value):,} characters long (at most "
-                                 f"{MAX_CELL:,})"))
-                bad_rows.add(int(line))
+    suspicious = (_BAD_RE.search(text) or "\t" in text or '"' in text
+                  or max(map(len, text.split("\n"))) > MAX_CELL)
+    if suspicious:  # only then can a cell hold a control character or be over-long
+        cells = cell_problems(frame, known)
+        problems.extend(cells)
+        bad_rows.update(line for line, _, _ in cells if line is not None)
     frame["_ok"] = ~frame["_line"].isin(bad_rows)
     problems.sort(key=lambda p: p[0] or 0)
     return Table(frame=frame, problems=problems, header=tuple(header))
