@@ -36,7 +36,10 @@ def test_validate_and_load_report_problems_and_write_nothing(tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     bad = tmp_path / "cat"
     bad.mkdir()
-    (bad / "identities.csv").write_text("id,display_name\nann,Ann\nann,Ann again\n")
+    # Every documented column is in the header (a missing one is one problem and no rows).
+    header = ("id,display_name,email,department,business_unit,title,location,kind,active,"
+              "slack_id,manager")
+    (bad / "identities.csv").write_text(f"{header}\nann,Ann,,,,,,,,,\nann,Ann again,,,,,,,,,\n")
     runner = CliRunner()
     result = runner.invoke(app, ["load", str(bad), "--database-url", url])
     assert result.exit_code == 1

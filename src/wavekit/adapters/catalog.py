@@ -7,24 +7,43 @@ A catalog directory holds:
                       kind, active, slack_id, manager
     entitlements.csv  key, name, system, description, privileged
     memberships.csv   package, identity
+    sandbox_seed.csv  identity, entitlement (optional: the sandbox target's starting grants)
 
-`load_catalog` reads and checks everything and raises CatalogInvalid listing every problem
-(file, line, field, message); it never touches the store. `write_catalog` then writes a
-valid catalog in one transaction.
+Everything is hostile input. `load_catalog` reads and checks everything and raises
+CatalogInvalid listing every problem (file, line, field, message), one per root cause; it
+never touches the store. `write_catalog` then writes a valid catalog in one transaction.
+
+- Files: size caps (safe_files.Limits), a file and not a directory, UTF-8 text, else one
+  problem for the file.
+- CSV: the header first (every documented column must be there; a missing one is one
+  problem naming it and no row of that file is looked at), then the rows (safe_csv).
+- packages.yaml: the safe loader (safe_yaml: no alias bombs, no duplicate keys, one line for
+  a syntax error), then the schema (catalog_schema: strict types and bounds), then the rules
+  between items and files below (`_check_packages`).
+
+A check that needs another file's content is skipped while that file is unusable (an
+unreadable identities.csv does not also make every membership "unknown").
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from sqlalchemy import delete, insert
 from sqlmodel import Session, select
 
+from wavekit.adapters import catalog_schema as schema
+from wavekit.adapters.problems import Problem, show
+from wavekit.adapters.safe_csv import CsvRefused, Table, read_table
+from wavekit.adapters.safe_files import FileRefused, Limits, read_text
+from wavekit.adapters.safe_yaml import LineDict, LineList, SafeLineLoader, YamlRefused, load_yaml
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.models import (
     Entitlement,
@@ -39,28 +58,22 @@ from wavekit.adapters.store.models import (
 from wavekit.domain import rules
 from wavekit.domain.states import PackageState
 
-RISKS = ("low", "medium", "high")
-DRILLS = ("signed", "pending", "not_required")
+__all__ = ["Catalog", "CatalogInvalid", "Limits", "PackageSpec", "Problem", "load_catalog",
+           "write_catalog"]
+
+RISKS = schema.RISKS
+DRILLS = schema.DRILLS
 STATES = tuple(s.value for s in PackageState)
 IDENTITY_COLUMNS = ("id", "display_name", "email", "department", "business_unit", "title",
                     "location", "kind", "active", "slack_id", "manager")
 ENTITLEMENT_COLUMNS = ("key", "name", "system", "description", "privileged")
 MEMBERSHIP_COLUMNS = ("package", "identity")
+SEED_COLUMNS = ("identity", "entitlement")
 TRUE, FALSE = {"true", "yes", "1", "y"}, {"false", "no", "0", "n", ""}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the catalog, located precisely enough to fix it."""
-
-    file: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}"
+# At most this many rows are listed for one check of one file; then one line says how many
+# more have the same problem.
+MAX_ROWS_PER_CHECK = 20
+MAX_CYCLES = 20
 
 
 class CatalogInvalid(ValueError):
@@ -68,8 +81,9 @@ class CatalogInvalid(ValueError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in the catalog:\n"
-                         + "\n".join(f"  {p}" for p in problems))
+        shown = "\n".join(f"  {p}" for p in problems[:200])
+        more = f"\n  ... and {len(problems) - 200} more" if len(problems) > 200 else ""
+        super().__init__(f"{len(problems)} problem(s) in the catalog:\n{shown}{more}")
 
 
 @dataclass
@@ -118,361 +132,521 @@ class Catalog:
         return next(p for p in self.packages if p.key == key)
 
 
-# ------------------------------------------------------------------ YAML with line numbers
-
-
-class _LineDict(dict):
-    """A mapping that remembers the line of each key (1-based)."""
-
-    line: int = 0
-    key_lines: dict[str, int]
-
-
-# libyaml's parser when present (several times faster on large catalogs); marks are the same.
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    pass
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    out = _LineDict()
-    out.line = node.start_mark.line + 1
-    out.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.key_lines[key] = key_node.start_mark.line + 1
-    return out
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# The line-numbering YAML loader (kept under its old names for callers such as benchmarks).
+_LineLoader = SafeLineLoader
+_LineDict = LineDict
 
 
 def _line(obj: Any, key: str | None = None) -> int | None:
-    if isinstance(obj, _LineDict):
+    if isinstance(obj, LineDict):
         return obj.key_lines.get(key, obj.line) if key else obj.line
     return None
+
+
+def _item_lines(raw: Any, fld: str) -> list[int | None]:
+    """The line of each item of a list field (the field's line for a single value)."""
+    value = raw.get(fld) if isinstance(raw, dict) else None
+    if isinstance(value, LineList):
+        return list(value.lines)
+    return [_line(raw, fld)] * (len(value) if isinstance(value, list) else 1)
 
 
 # ------------------------------------------------------------------ CSV tables
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], required: tuple[str, ...],
-              problems: list[Problem]) -> pd.DataFrame:
-    """Read a CSV as strings with a `_line` column (the file's line number of each row)."""
-    if not path.exists():
-        problems.append(Problem(path.name, None, "file", "file is missing"))
-        return pd.DataFrame(columns=[*columns, "_line"])
+def _read_csv(root: Path, name: str, columns: tuple[str, ...], limits: Limits,
+              problems: list[Problem], *, optional: bool = False) -> Table | None:
+    """The table, or None (its problems appended) when the file cannot be used."""
+    path = root / name
+    if optional and not path.exists() and not path.is_symlink():
+        return None
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        problems.append(Problem(path.name, None, "file", f"cannot be read as CSV: {exc}"))
-        return pd.DataFrame(columns=[*columns, "_line"])
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    for col in missing:
-        problems.append(Problem(path.name, 1, col, "required column is missing from the header"))
-    for col in columns:
-        if col not in df.columns:
-            df[col] = ""
-    df = df.apply(lambda s: s.str.strip())
-    df["_line"] = range(2, len(df) + 2)  # header is line 1
-    return df
+        table = read_table(path, columns, columns, limits.csv_bytes)
+    except CsvRefused as exc:
+        problems.extend(Problem(name, line, fld, message) for line, fld, message in exc.problems)
+        return None
+    problems.extend(_capped(name, table.problems))
+    return table
+
+
+def _capped(file: str, found: Iterable[tuple[int | None, str, str]]) -> list[Problem]:
+    out: list[Problem] = []
+    counts: dict[str, int] = {}
+    for line, fld, message in found:
+        counts[fld] = counts.get(fld, 0) + 1
+        if counts[fld] <= MAX_ROWS_PER_CHECK:
+            out.append(Problem(file, line, fld, message))
+    for fld, n in counts.items():
+        if n > MAX_ROWS_PER_CHECK:
+            out.append(Problem(file, None, fld, f"... and {n - MAX_ROWS_PER_CHECK:,} more rows "
+                               "with a problem in this column"))
+    return out
 
 
 def _flag(problems: list[Problem], file: str, rows: pd.DataFrame, fld: str, message: str
           ) -> None:
-    problems.extend(Problem(file, int(line), fld, message.format(value=value))
-                    for line, value in zip(rows["_line"], rows.get(fld, rows["_line"]),
-                                           strict=True))
+    """One Problem per row (`{value}` is the row's field, shown safely), at most
+    MAX_ROWS_PER_CHECK of them and then one saying how many more."""
+    n = len(rows)
+    if not n:
+        return
+    head = rows.iloc[:MAX_ROWS_PER_CHECK]
+    values = head[fld] if fld in head else head["_line"]
+    problems.extend(Problem(file, int(line), fld, message.format(value=show(value)))
+                    for line, value in zip(head["_line"], values, strict=True))
+    if n > MAX_ROWS_PER_CHECK:
+        problems.append(Problem(file, int(rows["_line"].iloc[MAX_ROWS_PER_CHECK]), fld,
+                                f"... and {n - MAX_ROWS_PER_CHECK:,} more rows with this "
+                                f"problem: " + message.format(value="...")))
 
 
-def _check_identities(df: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
+def _check_identities(table: Table, problems: list[Problem]) -> pd.DataFrame:
     f = "identities.csv"
-    _flag(problems, f, df[df["id"] == ""], "id", "identity id is empty")
-    _flag(problems, f, df[df["display_name"] == ""], "display_name", "display name is empty")
+    df, ok = table.frame, table.ok
+    _flag(problems, f, ok[ok["id"] == ""], "id", "identity id is empty")
+    _flag(problems, f, ok[ok["id"].str.contains(r"\s", regex=True)], "id",
+          "identity id {value} contains a space")
+    _flag(problems, f, ok[ok["display_name"] == ""], "display_name", "display name is empty")
     dup = df[(df["id"] != "") & df.duplicated("id", keep="first")]
-    _flag(problems, f, dup, "id", "duplicate identity id {value!r}")
-    active = df["active"].str.lower()
-    _flag(problems, f, df[~active.isin(TRUE | FALSE)], "active",
-          "{value!r} is not true/false")
-    bad_kind = df[~df["kind"].isin(["", "person", "service"])]
-    _flag(problems, f, bad_kind, "kind", "{value!r} is not person or service")
-    bad_email = df[(df["email"] != "") & ~df["email"].str.contains("@", regex=False)]
-    _flag(problems, f, bad_email, "email", "{value!r} is not an email address")
-    out = df.copy()
-    out["active"] = ~active.isin(FALSE - {""}) | (active == "")
+    _flag(problems, f, dup, "id", "duplicate identity id {value}")
+    active = ok["active"].str.lower()
+    _flag(problems, f, ok[~active.isin(TRUE | FALSE)], "active", "{value} is not true/false")
+    _flag(problems, f, ok[~ok["kind"].isin(["", "person", "service"])], "kind",
+          "{value} is not person or service")
+    email = ok["email"]
+    bad_email = (email != "") & ~email.str.fullmatch(schema.EMAIL_RE.pattern)
+    _flag(problems, f, ok[bad_email], "email", "{value} is not an email address")
+    slack = ok["slack_id"]
+    bad_slack = (slack != "") & ~slack.str.fullmatch(schema.SLACK_ID_RE.pattern)
+    _flag(problems, f, ok[bad_slack], "slack_id",
+          "{value} is not a Slack id (2 to 32 capital letters and digits)")
+    out = df.drop(columns="_ok")
+    flag = out["active"].str.lower()
+    out["active"] = ~flag.isin(FALSE - {""}) | (flag == "")
     out["kind"] = out["kind"].replace("", "person")
     return out
 
 
-def _check_entitlements(df: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
+def _check_entitlements(table: Table, problems: list[Problem]) -> pd.DataFrame:
     f = "entitlements.csv"
-    _flag(problems, f, df[df["key"] == ""], "key", "entitlement key is empty")
+    df, ok = table.frame, table.ok
+    _flag(problems, f, ok[ok["key"] == ""], "key", "entitlement key is empty")
+    bad_key = (ok["key"] != "") & ~ok["key"].str.fullmatch(schema.KEY_RE.pattern)
+    _flag(problems, f, ok[bad_key], "key", "{value} is not a valid entitlement key: "
+          + schema._KEY_RULE)
     _flag(problems, f, df[(df["key"] != "") & df.duplicated("key", keep="first")], "key",
-          "duplicate entitlement key {value!r}")
-    priv = df["privileged"].str.lower()
-    _flag(problems, f, df[~priv.isin(TRUE | FALSE)], "privileged", "{value!r} is not true/false")
-    out = df.copy()
-    out["privileged"] = priv.isin(TRUE)
+          "duplicate entitlement key {value}")
+    _flag(problems, f, ok[(ok["name"].str.len() > schema.NAME_LEN)], "name",
+          f"is longer than {schema.NAME_LEN} characters")
+    priv = ok["privileged"].str.lower()
+    _flag(problems, f, ok[~priv.isin(TRUE | FALSE)], "privileged", "{value} is not true/false")
+    out = df.drop(columns="_ok")
+    out["privileged"] = out["privileged"].str.lower().isin(TRUE)
     out["name"] = out["name"].where(out["name"] != "", out["key"])
     return out
+
+
+def _needs_rows(table: Table | None, name: str, what: str, problems: list[Problem]) -> bool:
+    """A table whose other checks depend on it must have rows; one problem if it has none."""
+    if table is not None and not len(table.frame):
+        problems.append(Problem(name, None, "file", f"has a header but no rows (a catalog "
+                                f"needs at least one {what})"))
+        return False
+    return table is not None
 
 
 # ------------------------------------------------------------------ packages.yaml
 
 
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
+def _read_yaml(root: Path, limits: Limits, problems: list[Problem]) -> Any:
+    """The parsed document, or None (one problem appended) when it cannot be used."""
+    f = "packages.yaml"
+    duplicates: list[YamlRefused] = []
+    try:
+        text = read_text(root / f, limits.yaml_bytes)
+        doc = load_yaml(text, max_aliases=limits.yaml_aliases, duplicates=duplicates)
+        problems.extend(Problem(f, d.line, schema.field_path(doc, d.mapping, d.key), d.reason)
+                        for d in duplicates)
+        return doc
+    except FileRefused as exc:
+        problems.append(Problem(f, exc.line, "file", exc.message))
+    except YamlRefused as exc:
+        where = f"line {exc.line}, column {exc.column}: " if exc.line and exc.column else ""
+        problems.append(Problem(f, exc.line, "yaml", f"{where}{exc.reason}"))
+    return None
 
 
-def _parse_package(raw: Any, problems: list[Problem], f: str) -> PackageSpec | None:
-    if not isinstance(raw, dict):
-        problems.append(Problem(f, None, "packages", "each package must be a mapping"))
-        return None
-
-    def bad(fld: str, message: str) -> None:
-        problems.append(Problem(f, _line(raw, fld), _fieldname(raw, fld), message))
-
-    key = str(raw.get("key") or "").strip()
-    if not key:
-        bad("key", "package key is missing")
-    name = str(raw.get("name") or "").strip()
-    if not name:
-        bad("name", "package name is missing")
-    owner = raw.get("owner")
-    owner = owner if isinstance(owner, dict) else ({"name": owner} if owner else {})
-    owner_name = str(owner.get("name") or "").strip()
-    if not owner_name:
-        bad("owner", "owner is missing (every package needs a named owner)")
-    risk = str(raw.get("risk", "low")).strip().lower()
-    if risk not in RISKS:
-        bad("risk", f"{raw.get('risk')!r} is not one of {', '.join(RISKS)}")
-    wave = raw.get("wave")
-    if wave is not None and (isinstance(wave, bool) or not isinstance(wave, int) or wave < 1):
-        bad("wave", f"{wave!r} is not a wave number (a whole number from 1)")
-        wave = None
-    watch_days = raw.get("watch_days", 14)
-    if isinstance(watch_days, bool) or not isinstance(watch_days, int) or watch_days < 1:
-        bad("watch_days", f"{watch_days!r} is not a whole number of days")
-        watch_days = 14
-    release_date = raw.get("release_date")
-    if release_date is not None and not isinstance(release_date, dt.date):
-        try:
-            release_date = dt.date.fromisoformat(str(release_date))
-        except ValueError:
-            bad("release_date", f"{release_date!r} is not a date (YYYY-MM-DD)")
-            release_date = None
-    fallback = raw.get("fallback") or {}
-    if not isinstance(fallback, dict):
-        fallback = {"plan": str(fallback)}
-    drill = str(fallback.get("drill", "pending")).strip().lower()
-    if drill not in DRILLS:
-        bad("fallback", f"drill {fallback.get('drill')!r} is not one of {', '.join(DRILLS)}")
-    delegates = []
-    for d in _as_list(raw.get("delegates")):
-        if isinstance(d, dict) and d.get("name"):
-            delegates.append({"name": str(d["name"]), "slack_id": str(d.get("slack_id") or "")})
-        else:
-            bad("delegates", f"delegate {d!r} needs a name (and a slack_id)")
-    state = str(raw.get("state", PackageState.SCHEDULED.value)).strip()
-    if state not in STATES:
-        bad("state", f"{state!r} is not a package state")
-        state = PackageState.SCHEDULED.value
-    health = raw.get("health") or {}
-    if not isinstance(health, dict):
-        bad("health", "health must be a mapping of check name to settings")
-        health = {}
-    return PackageSpec(
-        key=key, name=name, owner_name=owner_name,
-        description=str(raw.get("description") or "").strip(),
-        owner_slack_id=owner.get("slack_id"), owner_email=owner.get("email"),
-        delegates=delegates, business_unit=raw.get("business_unit"), risk=risk, wave=wave,
-        release_date=release_date, release_tentative=bool(raw.get("release_tentative", False)),
-        watch_days=watch_days, telemetry_focus=str(raw.get("telemetry_focus") or ""),
-        health=dict(health), fallback_plan=str(fallback.get("plan") or "").strip(),
-        fallback_drill=drill, rollback_only=bool(raw.get("rollback_only", False)),
-        retire_in_launch_window=bool(raw.get("retire_in_launch_window", False)),
-        population_rule=raw.get("population_rule"), guards=[str(g) for g in
-                                                            _as_list(raw.get("guards"))],
-        maintenance_note=str(raw.get("maintenance_note") or "").strip(), state=state,
-        entitlements=[str(e) for e in _as_list(raw.get("entitlements"))],
-        removes=[str(e) for e in _as_list(raw.get("removes"))],
-        retires=[str(e) for e in _as_list(raw.get("retires"))],
-        depends_on=[str(d) for d in _as_list(raw.get("depends_on"))],
-    )
+_STRICT = ConfigDict(strict=True)
+_PARTIAL = ("key", "wave", "watch_days", "rollback_only", "health", "entitlements",
+            "removes", "retires", "depends_on")
 
 
-def _fieldname(raw: dict, fld: str) -> str:
-    key = raw.get("key")
-    return f"packages[{key}].{fld}" if key else f"packages.{fld}"
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    info = schema.PackageModel.model_fields[name]
+    kind: Any = (Annotated[(info.annotation, *info.metadata)] if info.metadata
+                 else info.annotation)
+    return TypeAdapter(kind, config=_STRICT)
 
 
-def _rule_error(identities: pd.DataFrame, rule: str) -> str | None:
+_FIELD_ADAPTERS = {name: _field_adapter(name) for name in _PARTIAL}
+
+
+@dataclass
+class _Pkg:
+    """What the catalog-level rules know of one package: its valid fields (all of them when
+    the package is valid, else each field that is valid on its own)."""
+
+    key: str
+    index: int
+    raw: Any
+    model: schema.PackageModel | None
+    fields: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"packages[{self.key}]"
+
+    def get(self, name: str) -> Any:
+        return self.fields.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.fields
+
+    def at(self, name: str) -> int | None:
+        return _line(self.raw, name)
+
+
+def _partial(raw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _PARTIAL:
+        if name not in raw:
+            info = schema.PackageModel.model_fields[name]
+            if not info.is_required():
+                out[name] = info.get_default(call_default_factory=True)
+            continue
+        with contextlib.suppress(ValidationError):
+            out[name] = _FIELD_ADAPTERS[name].validate_python(raw[name])
+    return out
+
+
+def _rule_error(identities: pd.DataFrame | None, rule: str) -> str | None:
     """Why `rule` is not a population rule over the identities.csv columns, or None.
 
     The rule is parsed by wavekit.domain.rules (never run as code), then evaluated over the
-    identities so a comparison that cannot apply to a column's values is reported here.
+    identities (when identities.csv is usable) so a comparison that cannot apply to a
+    column's values is reported here.
     """
     try:
-        rules.evaluate(rules.parse_rule(rule, IDENTITY_COLUMNS), identities)
+        parsed = rules.parse_rule(rule, IDENTITY_COLUMNS)
+        if identities is not None:
+            rules.evaluate(parsed, identities)
     except rules.RuleError as exc:
         return str(exc)
     return None
 
 
 def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
-    """A dependency cycle as a path (first == last), or None."""
+    """A dependency cycle as a path (first == last), or None. Iterative: a chain of ten
+    thousand packages does not exhaust the stack."""
     color: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        color[node] = 1
-        stack.append(node)
-        for nxt in deps.get(node, []):
+    for root in sorted(deps):
+        if color.get(root):
+            continue
+        color[root] = 1
+        path, todo = [root], [iter(deps.get(root, []))]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                color[path.pop()] = 2
+                todo.pop()
+                continue
             if color.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
-            if nxt in deps and not color.get(nxt) and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        color[node] = 2
-        return None
-
-    for node in sorted(deps):
-        if not color.get(node) and (cycle := visit(node)):
-            return cycle
+                return [*path[path.index(nxt):], nxt]
+            if nxt in deps and not color.get(nxt):
+                color[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(deps.get(nxt, [])))
     return None
 
 
-def load_catalog(directory: str | Path) -> Catalog:
-    """Read and validate a catalog directory; raise CatalogInvalid with every problem."""
-    root = Path(directory)
-    problems: list[Problem] = []
-    if not root.is_dir():
-        raise CatalogInvalid([Problem(str(root), None, "path", "is not a catalog directory")])
+def _cycles(deps: dict[str, list[str]]) -> list[list[str]]:
+    """Cycles, each found once: after one is found its closing edge is set aside."""
+    graph = {k: list(v) for k, v in deps.items()}
+    found: list[list[str]] = []
+    while len(found) < MAX_CYCLES and (cycle := _find_cycle(graph)):
+        found.append(cycle)
+        graph[cycle[-2]].remove(cycle[-1])
+    return found
 
-    identities = _check_identities(
-        _read_csv(root / "identities.csv", IDENTITY_COLUMNS, ("id", "display_name"), problems),
-        problems)
-    entitlements = _check_entitlements(
-        _read_csv(root / "entitlements.csv", ENTITLEMENT_COLUMNS, ("key",), problems), problems)
-    memberships = _read_csv(root / "memberships.csv", MEMBERSHIP_COLUMNS, MEMBERSHIP_COLUMNS,
-                            problems)
 
+def _check_packages(pkgs: list[_Pkg], declared: dict[str, int | None],
+                    entitlement_keys: set[str] | None, identities: pd.DataFrame | None,
+                    problems: list[Problem]) -> None:
+    """The rules between packages and the other files, on whatever is valid of each."""
     f = "packages.yaml"
-    doc: Any = {}
-    path = root / f
-    if not path.exists():
-        problems.append(Problem(f, None, "file", "file is missing"))
-    else:
-        try:
-            doc = yaml.load(path.read_text(), Loader=_LineLoader) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problems.append(Problem(f, mark.line + 1 if mark else None, "yaml", str(exc)))
-            doc = {}
-    if not isinstance(doc, dict):
-        problems.append(Problem(f, None, "document", "top level must be a mapping"))
-        doc = {}
-
-    waves = []
-    for w in _as_list(doc.get("waves")):
-        num = w.get("number") if isinstance(w, dict) else None
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            problems.append(Problem(f, _line(w, "number"), "waves.number",
-                                    f"{num!r} is not a wave number"))
-            continue
-        waves.append({"number": num, "name": str(w.get("name") or f"Wave {num}"),
-                      "window_start": w.get("window_start"), "window_end": w.get("window_end")})
-
-    entitlement_keys = set(entitlements["key"])
-    packages: list[PackageSpec] = []
-    seen: dict[str, int | None] = {}
     rule_errors: dict[str, str | None] = {}
-    for raw in _as_list(doc.get("packages")):
-        spec = _parse_package(raw, problems, f)
-        if spec is None:
-            continue
-        if spec.key and spec.key in seen:
-            problems.append(Problem(f, _line(raw, "key"), _fieldname(raw, "key"),
-                                    f"duplicate package key {spec.key!r} "
-                                    f"(first at line {seen[spec.key]})"))
-            continue
-        seen[spec.key] = _line(raw, "key")
-        for fld in ("entitlements", "removes", "retires"):
-            for ent in getattr(spec, fld):
-                if ent not in entitlement_keys:
-                    problems.append(Problem(f, _line(raw, fld), _fieldname(raw, fld),
-                                            f"unknown entitlement {ent!r}"))
-        if not spec.entitlements and not spec.rollback_only:
-            problems.append(Problem(f, _line(raw), _fieldname(raw, "entitlements"),
+    by_key = {p.key: p for p in pkgs}
+    for p in pkgs:
+        lists = {fld: p.get(fld) for fld in ("entitlements", "removes", "retires", "depends_on")
+                 if p.has(fld)}
+        for fld, items in lists.items():
+            lines = _item_lines(p.raw, fld)
+            seen: set[str] = set()
+            for item, line in zip(items, lines, strict=False):
+                if item in seen:
+                    problems.append(Problem(f, line, f"{p.label}.{fld}",
+                                            f"{show(item)} is listed twice"))
+                seen.add(item)
+                if fld == "depends_on":
+                    continue
+                if entitlement_keys is not None and item not in entitlement_keys:
+                    problems.append(Problem(f, line, f"{p.label}.{fld}",
+                                            f"unknown entitlement {show(item)}"))
+        grants = set(lists.get("entitlements", ()))
+        for fld in ("removes", "retires"):
+            both = [e for e in lists.get(fld, ()) if e in grants]
+            for ent, line in zip(lists.get(fld, ()), _item_lines(p.raw, fld), strict=False):
+                if ent in both:
+                    verb = "removed" if fld == "removes" else "retired"
+                    problems.append(Problem(f, line, f"{p.label}.{fld}",
+                                            f"{show(ent)} is both granted (entitlements) and "
+                                            f"{verb} ({fld})"))
+        if (p.has("entitlements") and p.has("rollback_only") and not p.get("entitlements")
+                and not p.get("rollback_only")):
+            problems.append(Problem(f, p.at("entitlements") or _line(p.raw),
+                                    f"{p.label}.entitlements",
                                     "a package must grant at least one entitlement"))
-        if spec.population_rule:
-            rule = spec.population_rule
-            cached = rule if isinstance(rule, str) else repr(rule)  # a YAML list is unhashable
-            if cached not in rule_errors:  # many packages share a rule
-                rule_errors[cached] = _rule_error(identities, rule)
-            if error := rule_errors[cached]:
-                problems.append(Problem(f, _line(raw, "population_rule"),
-                                        _fieldname(raw, "population_rule"),
+        if p.model is not None and p.model.population_rule:
+            rule = p.model.population_rule
+            if rule not in rule_errors:  # many packages share a rule
+                rule_errors[rule] = _rule_error(identities, rule)
+            if error := rule_errors[rule]:
+                problems.append(Problem(f, p.at("population_rule"), f"{p.label}.population_rule",
                                         f"not a valid rule over identities.csv columns: {error}"))
-        packages.append(spec)
-        spec_lines = raw if isinstance(raw, _LineDict) else None
-        spec.__dict__["_lines"] = spec_lines
+        if p.has("health") and p.has("watch_days"):
+            window = p.get("watch_days") * 24
+            for check, o in p.get("health").items():
+                for setting in ("interval_hours", "start_after_hours"):
+                    hours = getattr(o, setting, None)
+                    if hours is not None and hours > window:
+                        raw = p.raw.get("health", {}).get(check)
+                        problems.append(Problem(
+                            f, _line(raw, setting) or p.at("health"),
+                            f"{p.label}.health.{check}.{setting}",
+                            f"{hours:g} hours is longer than the watch window "
+                            f"({p.get('watch_days')} days = {window} hours)"))
 
-    keys = {p.key for p in packages}
-    for p in packages:
-        raw = p.__dict__.pop("_lines", None)
-        where = (f, _line(raw, "depends_on"), f"packages[{p.key}].depends_on")
-        for d in p.depends_on:
-            if d not in keys:
-                problems.append(Problem(*where, f"unknown package {d!r}"))
-            elif d == p.key:
+    # Dependencies: unknown, self, cycles, a later wave (or no wave) than the dependent.
+    deps = {p.key: [d for d in p.get("depends_on") if d != p.key and d in declared]
+            for p in pkgs if p.has("depends_on")}
+    cycles = _cycles(deps)
+    in_cycle = {(c[i], c[i + 1]) for c in cycles for i in range(len(c) - 1)}
+    for p in pkgs:
+        if not p.has("depends_on"):
+            continue
+        for d, line in zip(p.get("depends_on"), _item_lines(p.raw, "depends_on"), strict=False):
+            where = (f, line, f"{p.label}.depends_on")
+            if d == p.key:
                 problems.append(Problem(*where, "a package cannot depend on itself"))
-    cycle = _find_cycle({p.key: [d for d in p.depends_on if d != p.key] for p in packages})
-    if cycle:
-        problems.append(Problem(f, None, "depends_on",
+            elif d not in declared:
+                problems.append(Problem(*where, f"unknown package {show(d)}"))
+            elif (p.key, d) in in_cycle or d not in by_key:
+                continue
+            elif p.has("wave") and by_key[d].has("wave") and p.get("wave") is not None:
+                dep_wave = by_key[d].get("wave")
+                if dep_wave is None:
+                    problems.append(Problem(*where, f"depends on {d!r}, which is in no wave "
+                                            f"(it is never released, so this package would "
+                                            f"wait for ever)"))
+                elif dep_wave > p.get("wave"):
+                    problems.append(Problem(*where, f"depends on {d!r} of wave {dep_wave}, "
+                                            f"released after this package's wave "
+                                            f"{p.get('wave')}"))
+    for cycle in cycles:
+        closer, target = cycle[-2], cycle[-1]
+        p = by_key[closer]
+        at = dict(zip(p.get("depends_on"), _item_lines(p.raw, "depends_on"), strict=False))
+        problems.append(Problem(f, at.get(target) or p.at("depends_on"),
+                                f"{p.label}.depends_on",
                                 "dependency cycle: " + " -> ".join(cycle)))
 
-    sod_rules = []
-    for r in _as_list(doc.get("sod_rules")):
-        if not isinstance(r, dict):
-            problems.append(Problem(f, None, "sod_rules", "each rule must be a mapping"))
-            continue
-        pair = _as_list(r.get("entitlements"))
-        if len(pair) != 2:
-            problems.append(Problem(f, _line(r, "entitlements"), f"sod_rules[{r.get('key')}]",
-                                    "a rule names exactly two entitlements"))
-            continue
-        for ent in pair:
-            if ent not in entitlement_keys:
-                problems.append(Problem(f, _line(r, "entitlements"),
-                                        f"sod_rules[{r.get('key')}].entitlements",
-                                        f"unknown entitlement {ent!r}"))
-        sod_rules.append({"key": str(r.get("key") or f"{pair[0]}+{pair[1]}"),
-                          "entitlement_a": pair[0], "entitlement_b": pair[1],
-                          "description": str(r.get("description") or "")})
 
-    # memberships.csv, vectorised: unknown packages, unknown identities, duplicates.
-    mf = "memberships.csv"
-    _flag(problems, mf, memberships[~memberships["package"].isin(keys)], "package",
-          "unknown package {value!r}")
-    _flag(problems, mf, memberships[~memberships["identity"].isin(set(identities["id"]))],
-          "identity", "member {value!r} is not an identity in identities.csv")
-    _flag(problems, mf, memberships[memberships.duplicated(["package", "identity"])], "identity",
-          "duplicate membership of {value!r}")
-    inactive = set(identities.loc[~identities["active"].astype(bool), "id"])
-    _flag(problems, mf, memberships[memberships["identity"].isin(inactive)], "identity",
-          "member {value!r} is an inactive identity")
+def _packages(validated: schema.Validated, problems: list[Problem]) -> list[_Pkg]:
+    """Every package with a well-formed key, first occurrence only (duplicates reported)."""
+    f = "packages.yaml"
+    models = {id(raw): model for model, raw in validated.packages}
+    doc = validated.document
+    items = doc.get("packages") if isinstance(doc, dict) else None
+    out: list[_Pkg] = []
+    first: dict[str, int | None] = {}
+    for i, raw in enumerate(items if isinstance(items, list) else []):
+        key = raw.get("key") if isinstance(raw, dict) else None
+        if not isinstance(key, str) or not schema._is_key(key):
+            continue
+        if key in first:
+            problems.append(Problem(f, _line(raw, "key"), f"packages[{key}].key",
+                                    f"duplicate package key {key!r} (first at line "
+                                    f"{first[key]})"))
+            continue
+        first[key] = _line(raw, "key")
+        model = models.get(id(raw))
+        fields = ({n: getattr(model, n) for n in _PARTIAL} if model is not None
+                  else _partial(raw))
+        out.append(_Pkg(key, i, raw, model, fields))
+    return out
+
+
+def _check_waves(validated: schema.Validated, problems: list[Problem]) -> list[dict[str, Any]]:
+    f = "packages.yaml"
+    out: list[dict[str, Any]] = []
+    first: dict[int, int | None] = {}
+    for w, raw in validated.waves:
+        label = f"waves[{w.number}]"
+        if w.number in first:
+            problems.append(Problem(f, _line(raw, "number"), f"{label}.number",
+                                    f"duplicate wave {w.number} (first at line "
+                                    f"{first[w.number]})"))
+            continue
+        first[w.number] = _line(raw, "number")
+        if w.window_start and w.window_end and w.window_end < w.window_start:
+            problems.append(Problem(f, _line(raw, "window_end"), f"{label}.window_end",
+                                    f"{w.window_end.isoformat()} is before window_start "
+                                    f"{w.window_start.isoformat()}"))
+        out.append({"number": w.number, "name": w.name or f"Wave {w.number}",
+                    "window_start": w.window_start, "window_end": w.window_end})
+    return out
+
+
+def _check_sod_rules(validated: schema.Validated, entitlement_keys: set[str] | None,
+                     problems: list[Problem]) -> list[dict[str, Any]]:
+    f = "packages.yaml"
+    out: list[dict[str, Any]] = []
+    first: dict[str, int | None] = {}
+    for r, raw in validated.sod_rules:
+        a, b = r.entitlements
+        key = r.key or f"{a}+{b}"
+        label = f"sod_rules[{key}]"
+        line = _line(raw, "key") if r.key else _line(raw, "entitlements")
+        if key in first:
+            problems.append(Problem(f, line, f"{label}.key", f"duplicate rule key {key!r} "
+                                    f"(first at line {first[key]})"))
+            continue
+        first[key] = line
+        lines = _item_lines(raw, "entitlements")
+        if a == b:
+            problems.append(Problem(f, lines[-1], f"{label}.entitlements",
+                                    f"names {a!r} twice (a rule pairs two entitlements)"))
+        for ent, ent_line in zip((a, b), lines, strict=False):
+            if entitlement_keys is not None and ent not in entitlement_keys:
+                problems.append(Problem(f, ent_line, f"{label}.entitlements",
+                                        f"unknown entitlement {show(ent)}"))
+        out.append({"key": key, "entitlement_a": a, "entitlement_b": b,
+                    "description": r.description})
+    return out
+
+
+def _spec(m: schema.PackageModel) -> PackageSpec:
+    return PackageSpec(
+        key=m.key, name=m.name, owner_name=m.owner.name, description=m.description,
+        owner_slack_id=m.owner.slack_id, owner_email=m.owner.email,
+        delegates=[{"name": d.name, "slack_id": d.slack_id or ""} for d in m.delegates],
+        business_unit=m.business_unit, risk=m.risk, wave=m.wave, release_date=m.release_date,
+        release_tentative=m.release_tentative, watch_days=m.watch_days,
+        telemetry_focus=m.telemetry_focus, health=m.health_overrides(),
+        fallback_plan=m.fallback.plan, fallback_drill=m.fallback.drill,
+        rollback_only=m.rollback_only, retire_in_launch_window=m.retire_in_launch_window,
+        population_rule=m.population_rule, guards=list(dict.fromkeys(m.guards)),
+        maintenance_note=m.maintenance_note, state=m.state,
+        entitlements=list(m.entitlements), removes=list(m.removes), retires=list(m.retires),
+        depends_on=list(m.depends_on))
+
+
+def _parse_package(raw: Any, problems: list[Problem], f: str = "packages.yaml"
+                   ) -> PackageSpec | None:
+    """One package mapping checked against the schema alone (no catalog-level rules)."""
+    model = schema.validate_item("packages", 0, raw, _line(raw), problems)
+    return _spec(model) if model is not None else None
+
+
+# ------------------------------------------------------------------ the whole catalog
+
+
+def load_catalog(directory: str | Path, *, limits: Limits | None = None) -> Catalog:
+    """Read and validate a catalog directory; raise CatalogInvalid with every problem.
+
+    `limits` caps file sizes and YAML aliases (default: Limits.from_env()).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise CatalogInvalid([Problem(str(root), None, "path", "is not a catalog directory")])
+    if limits is None:
+        try:
+            limits = Limits.from_env()
+        except ValueError as exc:
+            raise CatalogInvalid([Problem("environment", None, "limits", str(exc))]) from None
+    problems: list[Problem] = []
+
+    id_table = _read_csv(root, "identities.csv", IDENTITY_COLUMNS, limits, problems)
+    identities = _check_identities(id_table, problems) if id_table is not None else None
+    if not _needs_rows(id_table, "identities.csv", "identity", problems):
+        identities = None
+    ent_table = _read_csv(root, "entitlements.csv", ENTITLEMENT_COLUMNS, limits, problems)
+    entitlements = _check_entitlements(ent_table, problems) if ent_table is not None else None
+    if not _needs_rows(ent_table, "entitlements.csv", "entitlement", problems):
+        entitlements = None
+    memberships = _read_csv(root, "memberships.csv", MEMBERSHIP_COLUMNS, limits, problems)
+    seed = _read_csv(root, "sandbox_seed.csv", SEED_COLUMNS, limits, problems, optional=True)
+    entitlement_keys = set(entitlements["key"]) if entitlements is not None else None
+    identity_ids = set(identities["id"]) if identities is not None else None
+
+    doc = _read_yaml(root, limits, problems)
+    waves: list[dict[str, Any]] = []
+    sod_rules: list[dict[str, Any]] = []
+    pkgs: list[_Pkg] = []
+    package_keys: set[str] | None = None
+    if doc is not None or (root / "packages.yaml").is_file():
+        validated = schema.validate_document(doc if doc is not None else LineDict(), problems) \
+            if doc is not None else None
+        if validated is not None:
+            waves = _check_waves(validated, problems)
+            sod_rules = _check_sod_rules(validated, entitlement_keys, problems)
+            pkgs = _packages(validated, problems)
+            _check_packages(pkgs, validated.declared_keys, entitlement_keys, identities,
+                            problems)
+            package_keys = set(validated.declared_keys)
+
+    # memberships.csv and sandbox_seed.csv, vectorised, against the files they refer to.
+    if memberships is not None:
+        mf, ok = "memberships.csv", memberships.ok
+        if package_keys is not None:
+            _flag(problems, mf, ok[~ok["package"].isin(package_keys)], "package",
+                  "unknown package {value}")
+        if identities is not None and identity_ids is not None:
+            _flag(problems, mf, ok[~ok["identity"].isin(identity_ids)], "identity",
+                  "member {value} is not an identity in identities.csv")
+            inactive = set(identities.loc[~identities["active"].astype(bool), "id"])
+            _flag(problems, mf, ok[ok["identity"].isin(inactive)], "identity",
+                  "member {value} is an inactive identity")
+        _flag(problems, mf, ok[ok.duplicated(["package", "identity"])], "identity",
+              "duplicate membership of {value}")
+    if seed is not None:
+        sf, ok = "sandbox_seed.csv", seed.ok
+        if identity_ids is not None:
+            _flag(problems, sf, ok[~ok["identity"].isin(identity_ids)], "identity",
+                  "{value} is not an identity in identities.csv")
+        if entitlement_keys is not None:
+            _flag(problems, sf, ok[~ok["entitlement"].isin(entitlement_keys)], "entitlement",
+                  "unknown entitlement {value}")
+        _flag(problems, sf, ok[ok.duplicated(["identity", "entitlement"])], "entitlement",
+              "duplicate grant of {value}")
 
     if problems:
         raise CatalogInvalid(problems)
-
-    members = memberships.groupby("package")["identity"].agg(list).to_dict()
-    for p in packages:
-        p.members = members.get(p.key, [])
+    assert identities is not None and entitlements is not None and memberships is not None
+    packages = [_spec(p.model) for p in pkgs if p.model is not None]
+    members = memberships.frame.groupby("package")["identity"].agg(list).to_dict()
+    for spec in packages:
+        spec.members = members.get(spec.key, [])
     return Catalog(identities=identities.drop(columns="_line"),
                    entitlements=entitlements.drop(columns="_line"), packages=packages,
                    waves=waves, sod_rules=sod_rules)

@@ -19,6 +19,7 @@ of `value` (+1 add, -1 remove).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ import pandas as pd
 from sqlalchemy import delete, func, insert
 from sqlmodel import Session, select
 
-from wavekit.adapters.catalog import Problem
+from wavekit.adapters.problems import Problem, show
+from wavekit.adapters.safe_csv import CsvRefused, cell_problems, table_from_text
+from wavekit.adapters.safe_files import FileRefused, Limits, read_text
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Entitlement, Identity, RolePackage, TelemetrySample
@@ -52,6 +55,11 @@ from wavekit.domain.packages import PackageView
 
 _INSERT_CHUNK = 50_000
 _IN_CHUNK = 5_000  # IN-list size well under SQLite's and PostgreSQL's parameter limits
+MAX_ROWS_PER_CHECK = 20
+MAX_VOLUME = 1e15
+# Timestamps outside [EARLIEST, LATEST) are typos or epoch mix-ups, not telemetry.
+EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
+LATEST = pd.Timestamp("2100-01-01", tz="UTC")
 _KIND_IN_NAME = re.compile(r"^(usage|tickets?|exceptions?|exports?|assignments?)(?![a-z])")
 
 
@@ -77,33 +85,137 @@ def kind_from_name(path: str | Path) -> str | None:
     return word if word in KINDS else word + "s"
 
 
-def _read_file(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
-    """A file's rows as stripped strings plus `_line` (its line, or record number in JSON)."""
-    name = path.name
-    if not path.exists():
-        problems.append(Problem(name, None, "file", "file is missing"))
-        return None
-    suffix = path.suffix.lower()
+class _JsonRefused(ValueError):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise _JsonRefused(f"{name} is not a number JSON allows")
+
+
+def _json(text: str) -> Any:
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-            first = 2  # the header is line 1
-        elif suffix in (".json", ".jsonl", ".ndjson"):
-            lines = suffix != ".json" or path.read_text().lstrip().startswith("{")
-            df = pd.read_json(path, orient="records", lines=lines, dtype=False,
-                              convert_dates=False)
-            first = 1
-        else:
-            problems.append(Problem(name, None, "file", "is not .csv, .json, .jsonl or .ndjson"))
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise _JsonRefused(f"is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+                           f"{exc.colno})") from None
+    except RecursionError:
+        raise _JsonRefused("is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise _JsonRefused(f"is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+
+
+def _cell(value: Any) -> str | None:
+    """A JSON value as the text a CSV cell would hold; None for a list or an object."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return None
+
+
+def _json_records(name: str, text: str, lines: bool, columns: tuple[str, ...],
+                  required: tuple[str, ...], problems: list[Problem]) -> pd.DataFrame | None:
+    """JSON (an array, or one object per line) as rows of the kind's columns plus `_line`."""
+    records: list[tuple[int, Any]] = []
+    found: list[tuple[int | None, str, str]] = []
+    if lines:
+        for number, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                try:
+                    records.append((number, _json(line)))
+                except _JsonRefused as exc:
+                    found.append((number, "record", str(exc).replace(" (line 1,", " (")))
+    else:
+        try:
+            doc = _json(text)
+        except _JsonRefused as exc:
+            problems.append(Problem(name, None, "file", str(exc)))
             return None
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        problems.append(Problem(name, None, "file", f"cannot be read: {exc}"))
+        if not isinstance(doc, list):
+            problems.append(Problem(name, None, "file", "must be a JSON array of records (or "
+                                    "one record per line in .jsonl)"))
+            return None
+        records = list(enumerate(doc, 1))
+    rows: dict[str, list[str]] = {c: [] for c in columns}
+    numbers: list[int] = []
+    bad: set[int] = set()
+    present: set[str] = set()
+    for number, record in records:
+        if not isinstance(record, dict):
+            found.append((number, "record", "is not a JSON object"))
+            continue
+        present.update(k for k in record if isinstance(k, str))
+        numbers.append(number)
+        for c in columns:
+            cell = _cell(record.get(c))
+            if cell is None:
+                found.append((number, c, "holds a list or an object, not a value"))
+                bad.add(number)
+                cell = ""
+            elif c in required and c not in record:
+                found.append((number, c, "is missing from this record"))
+                bad.add(number)
+            rows[c].append(cell.strip())
+    absent = [c for c in required if numbers and c not in present]
+    if absent:  # a field no record has is the file's one problem, not one per record
+        problems.extend(Problem(name, None, c, "required field is missing from every record")
+                        for c in absent)
         return None
-    df.columns = [str(c).strip() for c in df.columns]
-    df = df.astype(object).where(df.notna(), "")
-    df = df.apply(lambda s: s.astype(str).str.strip())
-    df["_line"] = np.arange(first, first + len(df))
-    return df
+    frame = pd.DataFrame(rows, columns=list(columns), dtype=object).astype(str)
+    frame["_line"] = numbers
+    cells = cell_problems(frame, columns)
+    found.extend(cells)
+    bad.update(line for line, _, _ in cells if line is not None)
+    frame["_ok"] = ~frame["_line"].isin(bad)
+    problems.extend(_capped(name, sorted(found, key=lambda f: f[0] or 0)))
+    return frame
+
+
+def _read_file(path: Path, kind: str, problems: list[Problem],
+               limits: Limits | None = None) -> pd.DataFrame | None:
+    """A file's rows as stripped strings plus `_line` (its line, or record number in JSON)
+    and `_ok` (False for a row with a problem of its own); None if the file is unusable."""
+    name = path.name
+    limits = limits or Limits()
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json", ".jsonl", ".ndjson"):
+        problems.append(Problem(name, None, "file", "is not .csv, .json, .jsonl or .ndjson"))
+        return None
+    columns = COLUMNS[kind]
+    required = tuple(c for c in columns if c not in OPTIONAL.get(kind, ()))
+    try:
+        text = read_text(path, limits.telemetry_bytes)
+    except FileRefused as exc:
+        problems.append(Problem(name, exc.line, exc.field, exc.message))
+        return None
+    if suffix == ".csv":
+        try:
+            table = table_from_text(text, columns, required,
+                                    missing_message="required column is missing")
+        except CsvRefused as exc:
+            problems.extend(Problem(name, line, fld, msg) for line, fld, msg in exc.problems)
+            return None
+        problems.extend(_capped(name, table.problems))
+        return table.frame
+    lines = suffix != ".json" or text.lstrip().startswith("{")
+    return _json_records(name, text, lines, columns, required, problems)
+
+
+def _capped(file: str, found: Iterable[tuple[int | None, str, str]]) -> list[Problem]:
+    """Problems, at most MAX_ROWS_PER_CHECK per field, then one saying how many more."""
+    out: list[Problem] = []
+    counts: dict[str, int] = {}
+    for line, fld, message in found:
+        counts[fld] = counts.get(fld, 0) + 1
+        if counts[fld] <= MAX_ROWS_PER_CHECK:
+            out.append(Problem(file, line, fld, message))
+    out.extend(Problem(file, None, fld, f"... and {n - MAX_ROWS_PER_CHECK:,} more rows with a "
+                       "problem in this field") for fld, n in counts.items()
+               if n > MAX_ROWS_PER_CHECK)
+    return out
 
 
 # ------------------------------------------------------------------ validation
@@ -123,12 +235,22 @@ def _known(session: Session) -> _Known:
 
 
 def _flag(problems: list[Problem], file: str, df: pd.DataFrame, mask: pd.Series, fld: str,
-          message: str) -> None:
-    """One Problem per flagged row; `{value}` in the message is the row's field value."""
+          message: str, *, raw: bool = False) -> None:
+    """One Problem per flagged row (`{value}` is the row's field value, shown safely; `raw`
+    for a value known to be a plain number), at most MAX_ROWS_PER_CHECK of them and then one
+    saying how many more."""
+    fmt = (lambda v: str(v)[:40]) if raw else show
     rows = df.loc[mask]
-    values = rows[fld] if fld in rows else rows["_line"]
-    problems.extend(Problem(file, int(line), fld, message.format(value=value))
-                    for line, value in zip(rows["_line"], values, strict=True))
+    if not len(rows):
+        return
+    head = rows.iloc[:MAX_ROWS_PER_CHECK]
+    values = head[fld] if fld in head else head["_line"]
+    problems.extend(Problem(file, int(line), fld, message.format(value=fmt(value)))
+                    for line, value in zip(head["_line"], values, strict=True))
+    if len(rows) > MAX_ROWS_PER_CHECK:
+        problems.append(Problem(file, int(rows["_line"].iloc[MAX_ROWS_PER_CHECK]), fld,
+                                f"... and {len(rows) - MAX_ROWS_PER_CHECK:,} more rows with "
+                                "this problem: " + message.format(value="...")))
 
 
 def _times(values: pd.Series) -> pd.Series:
@@ -141,7 +263,10 @@ def _times(values: pd.Series) -> pd.Series:
 
 def _validate(kind: str, df: pd.DataFrame, file: str, known: _Known,
               problems: list[Problem]) -> pd.DataFrame:
-    """Check one kind's rows; return them as TelemetrySample columns (valid rows only)."""
+    """Check one kind's rows; return them as TelemetrySample columns (valid rows only).
+
+    Rows whose `_ok` is False already have a problem of their own and are not judged again.
+    """
     cols = COLUMNS[kind]
     missing = [c for c in cols if c not in df.columns and c not in OPTIONAL.get(kind, ())]
     for col in missing:
@@ -155,36 +280,48 @@ def _validate(kind: str, df: pd.DataFrame, file: str, known: _Known,
         elif col not in ("at", "volume"):
             df[col] = df[col].fillna("").astype(str).str.strip()
     n_before = len(problems)
+    if "_ok" in df.columns and not df["_ok"].all():
+        df = df[df["_ok"].astype(bool)]
+        n_before = -1  # the file already has problems: nothing from it is stored
 
     at = _times(df["at"])
-    _flag(problems, file, df, at.isna(), "at", "{value!r} is not a timestamp (ISO 8601)")
+    _flag(problems, file, df, at.isna(), "at", "{value} is not a timestamp (ISO 8601)")
+    implausible = at.notna() & ((at < EARLIEST) | (at >= LATEST))
+    _flag(problems, file, df, implausible, "at",
+          f"{{value}} is outside {EARLIEST.year}..{LATEST.year - 1}")
     if "package" in cols:
         empty = df["package"] == ""
         _flag(problems, file, df, empty, "package", "package is empty")
         _flag(problems, file, df, ~empty & ~df["package"].isin(known.packages), "package",
-              "unknown package {value!r}")
+              "unknown package {value}")
     if "identity" in cols:
         empty = df["identity"] == ""
         _flag(problems, file, df, empty, "identity", "identity is empty")
         _flag(problems, file, df, ~empty & ~df["identity"].isin(known.identities), "identity",
-              "unknown identity {value!r}")
+              "unknown identity {value}")
     if "entitlement" in cols:
         empty = df["entitlement"] == ""
         _flag(problems, file, df, empty, "entitlement", "entitlement is empty")
         _flag(problems, file, df, ~empty & ~df["entitlement"].isin(known.entitlements),
-              "entitlement", "unknown entitlement {value!r}")
+              "entitlement", "unknown entitlement {value}")
     value = pd.Series(1.0, index=df.index)
     if kind == "exports":
-        value = pd.to_numeric(df["volume"], errors="coerce")
-        _flag(problems, file, df, value.isna(), "volume", "{value!r} is not a number")
-        _flag(problems, file, df, value < 0, "volume", "negative volume {value}")
+        value = pd.to_numeric(df["volume"], errors="coerce").astype(float)
+        _flag(problems, file, df, value.isna(), "volume", "{value} is not a number")
+        infinite = value.notna() & ~np.isfinite(value)
+        _flag(problems, file, df, infinite, "volume", "{value} is not a finite number")
+        finite = value.notna() & np.isfinite(value)
+        _flag(problems, file, df, finite & (value < 0), "volume", "negative volume {value}",
+              raw=True)
+        _flag(problems, file, df, finite & (value > MAX_VOLUME), "volume",
+              f"{{value}} is larger than {MAX_VOLUME:.0e} (not a plausible export size)")
     if kind == "assignments":
         action = df["action"].str.lower()
         _flag(problems, file, df, ~action.isin(ACTIONS), "action",
-              "{value!r} is not add or remove")
+              "{value} is not add or remove")
         _flag(problems, file, df, df["actor"] == "", "actor", "actor is empty")
         value = pd.Series(np.where(action == "remove", -1.0, 1.0), index=df.index)
-    if len(problems) > n_before:
+    if n_before < 0 or len(problems) > n_before:
         return pd.DataFrame()
 
     category = {"tickets": "category", "exceptions": "reason", "assignments": "actor"}.get(kind)
@@ -249,6 +386,7 @@ def ingest_telemetry(
     *,
     source: str = "",
     kind: str | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, int]:
     """Validate telemetry files and store them in one transaction; return rows stored per kind.
 
@@ -256,11 +394,17 @@ def ingest_telemetry(
     kind -> file(s). Each file's rows are tagged with `source`, by default the file's name:
     ingesting the same source again replaces what it delivered before, so a re-run never
     doubles events. Raises TelemetryInvalid listing every problem; then nothing is stored.
+    `limits` caps each file's size (default: Limits.from_env(), WAVEKIT_MAX_TELEMETRY_MB).
 
     Example: ingest_telemetry("sqlite:///wavekit.db", ["usage.csv", "tickets.json"])
     """
     problems: list[Problem] = []
     batches: list[tuple[str, str, pd.DataFrame]] = []
+    if limits is None:
+        try:
+            limits = Limits.from_env()
+        except ValueError as exc:
+            raise TelemetryInvalid([Problem("environment", None, "limits", str(exc))]) from None
     with session_scope(database_url) as s:
         known = _known(s)
         for given, path in _as_path_list(paths):
@@ -270,7 +414,7 @@ def ingest_telemetry(
                                         f"cannot tell the kind from {k or path.name!r}; "
                                         f"name it one of {', '.join(KINDS)}"))
                 continue
-            df = _read_file(path, problems)
+            df = _read_file(path, k, problems, limits)
             if df is not None:
                 batches.append((k, source or path.name, _validate(k, df, path.name, known,
                                                                   problems)))

@@ -470,7 +470,17 @@ def wave_report_context(session: Session, wave: int, as_of: datetime | None = No
 
 
 def rollback_filename(release: Release) -> str:
-    return f"rollback-{release.package_key}-{release.id}.md"
+    # Catalog keys are [a-z0-9-]; anything else (a store loaded before keys were checked)
+    # becomes "_", so the name is one path segment whatever the key holds.
+    return f"rollback-{re.sub(r'[^a-z0-9-]', '_', release.package_key)}-{release.id}.md"
+
+
+def _inside(directory: Path, name: str) -> Path:
+    """`directory / name`, refusing a name that would resolve outside the directory."""
+    path = directory / name
+    if path.resolve().parent != directory.resolve():
+        raise ValueError(f"report file name {name!r} leaves {directory}")
+    return path
 
 
 def rollback_report_context(session: Session, release_id: int) -> dict[str, Any]:
@@ -766,7 +776,7 @@ def write_reports(database_url: str, out_dir: str | Path, as_of: datetime | None
         written.append(path)
     for release in rollbacks:
         assert release.id is not None
-        path = out / rollback_filename(release)
+        path = _inside(out, rollback_filename(release))
         path.write_text(render_rollback_report(database_url, release.id), encoding="utf-8")
         written.append(path)
     return written
