@@ -14,7 +14,8 @@ from wavekit.adapters.store.bundles import load_bundle, restrict
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
-from wavekit.domain.planning import RestoreProof, plan_restore, prove_restore
+from wavekit.adapters.targets.base import Target
+from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
 from wavekit.workflow.runtime import Runtime
 
@@ -74,10 +75,22 @@ def restore_prior_bundle(rt: Runtime, release_id: int) -> tuple[int, int]:
         plan = load_bundle(s, release_id, release.package_key)
     if plan is None:
         raise NothingToRollBack(f"release {release_id} has no recorded bundle")
-    current = restrict(rt.target.read_grants(plan.scope), plan.scope)
+    return restore_on(rt.target, plan, rt.settings.batch_size)
+
+
+def restore_on(target: Target, plan: Plan, batch_size: int) -> tuple[int, int]:
+    """The rollback's writes on `target`: the plan's touched grants back to its prior bundle
+    (re-granted, removed). Shared by rollbacks and rollback drills."""
+    current = restrict(target.read_grants(plan.scope), plan.scope)
     restore = plan_restore(plan.prior, plan.touched, current)
-    result = rt.target.apply(restore.adds, restore.removes, batch_size=rt.settings.batch_size)
+    result = target.apply(restore.adds, restore.removes, batch_size=batch_size)
     return result.added, result.removed
+
+
+def read_back(target: Target, plan: Plan) -> RestoreProof:
+    """Read the plan's scope back from `target` and compare it with the prior bundle."""
+    readback = restrict(target.read_grants(plan.scope), plan.scope)
+    return prove_restore(plan.prior, plan.touched, readback)
 
 
 def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed: int = 0
@@ -87,8 +100,7 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         plan = load_bundle(s, release_id, release.package_key)
-    readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
-    proof = prove_restore(plan.prior, plan.touched, readback)
+    proof = read_back(rt.target, plan)
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         pkg = s.get(RolePackage, release.package_key)

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
+from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Approval, Release, RolePackage, SodRule
@@ -95,7 +96,9 @@ def gate_context(session: Session, rt: Runtime, pkg: PackageView, plan: Plan) ->
         holdings = rt.target.read_grants({e for r in rules for e in
                                           (r.entitlement_a, r.entitlement_b)})
     return GateContext(plan=plan, dependency_states=dep_states, sod_rules=rules,
-                       sod_holdings=holdings, enforced_guards=rt.settings.enforced_guard_set)
+                       sod_holdings=holdings, enforced_guards=rt.settings.enforced_guard_set,
+                       drills=drill_records(session, [pkg.key]).get(pkg.key, ()),
+                       as_of=rt.clock.now(), review_cadence_days=rt.settings.review_cadence_days)
 
 
 def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None = None,

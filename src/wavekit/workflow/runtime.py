@@ -24,6 +24,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     notifier: Any = None  # adapters.slack.notifier.Notifier; None when Slack is not configured
     metrics: Any = None  # wavekit.workflow.watch.MetricsSource; built from telemetry when None
+    # Where rollback drills deploy; None: built per drill (wavekit.adapters.targets.drill).
+    drill_target: Target | None = None
 
 
 def build_runtime(
@@ -34,6 +36,7 @@ def build_runtime(
     clock: Clock | None = None,
     notifier: Any = None,
     metrics: Any = None,
+    drill_target: Target | None = None,
 ) -> Runtime:
     """Build the runtime from settings (environment by default), opening the store.
 
@@ -54,6 +57,7 @@ def build_runtime(
         settings=settings, database_url=url,
         target=target or build_target(settings, target_kind),
         clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
+        drill_target=drill_target,
     )
 
 
