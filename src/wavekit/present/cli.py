@@ -497,6 +497,12 @@ def demo(target: str = typer.Option("sandbox", metavar="KIND", help="sandbox, sc
     run_demo(console, target=target, data_dir=data_dir, catalog=EXAMPLE_CATALOG)
 
 
+# ---------------------------------------------------------------- rollback drills
+from wavekit.present.drilling import drill as _drill
+
+app.command("drill")(_drill)
+
+
 def main() -> None:
     """The console script: any unexpected error is one line; the traceback goes to the log."""
     import logging

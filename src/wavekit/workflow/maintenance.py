@@ -10,6 +10,8 @@ and the open backlog, and decides (the lead's flow executes; nothing here writes
 - tune      a live package whose access drift, ticket noise or adoption breaks its check,
             or whose exceptions grow too fast
 - renew     owner review older than the cadence (never reviewed: counted from deploy)
+- drill     a package with a fallback plan whose rollback drill is due (none passed within the
+            cadence) or whose last drill failed (wavekit.domain.drills)
 - retire    legacy grants due: the watch ended with no check past its failure limit (or,
             for packages that retire in the launch window, deploy is done) and they are
             not retired yet
@@ -35,6 +37,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit
+from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
     HealthCheckResult,
@@ -45,6 +48,7 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.adapters.telemetry import ingest_telemetry
 from wavekit.domain.clock import as_utc
+from wavekit.domain.drills import DrillRecord, drill_backlog_reason, drill_standing
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
 from wavekit.domain.states import DEPLOYED, PackageState
 
@@ -80,6 +84,7 @@ class PackageFacts:
     watch_ends_at: datetime | None = None
     legacy_retired_at: datetime | None = None
     last_review_at: datetime | None = None
+    drills: tuple[DrillRecord, ...] = ()  # the package's recorded rollback drills
 
     @property
     def live(self) -> bool:
@@ -220,11 +225,13 @@ def plan_maintenance(
 
     for pkg in packages:
         key = pkg.key
-        if pkg.fallback_plan and pkg.fallback_drill == "pending":
-            want("drill", key, "fallback drill not signed: rehearse the rollback and sign it")
+        drill = drill_standing(pkg.fallback_drill, pkg.drills, as_of, t.review_cadence_days)
+        drill_due = drill_backlog_reason(key, drill) if pkg.fallback_plan else None
+        if drill_due:
+            want("drill", key, drill_due)
         else:
-            cleared[task_key("drill", key)] = (f"fallback drill {pkg.fallback_drill}"
-                                               if pkg.fallback_plan else "no fallback plan")
+            cleared[task_key("drill", key)] = (drill.detail if pkg.fallback_plan
+                                               else "no fallback plan")
         review = _review_due(pkg, as_of, t.review_cadence_days) if pkg.live else None
         if review:
             renew.append(Decision(key, review))
@@ -360,6 +367,7 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
         latest[r.package_key] = r
     legacy = set(session.exec(select(PackageEntitlement.package_key)
                               .where(PackageEntitlement.usage == "retire")))
+    drills = drill_records(session)
     facts = []
     for p in session.exec(select(RolePackage).order_by(RolePackage.key)):  # type: ignore[arg-type]
         r = latest.get(p.key)
@@ -371,7 +379,7 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
             release_id=r.id if r is not None else None, deployed_at=deployed,
             watch_ends_at=r.watch_ends_at if r is not None else None,
             legacy_retired_at=r.legacy_retired_at if r is not None else None,
-            last_review_at=p.last_review_at))
+            last_review_at=p.last_review_at, drills=drills.get(p.key, ())))
     rows = session.exec(select(HealthCheckResult.release_id, HealthCheckResult.package_key,
                                HealthCheckResult.check_name, HealthCheckResult.verdict,
                                HealthCheckResult.due_at)).all()
