@@ -14,5 +14,5 @@ from wavekit.workflow.runtime import current_runtime
 @flow(name="approval-deadlines", log_prints=True)
 def approval_deadlines(as_of: datetime | None = None) -> int:
     """Send reminders and escalations; hold handoffs past their deadline. Returns timeouts."""
-    rt = current_runtime()
-    return maintenance.sweep_approval_deadlines(rt, as_utc(as_of) if as_of else rt.clock.now())
+    with current_runtime() as rt:
+        return maintenance.sweep_approval_deadlines(rt, as_utc(as_of) if as_of else rt.clock.now())

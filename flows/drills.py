@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 
 from wavekit.adapters.targets.base import Target
 from wavekit.domain.drills import fmt_seconds
@@ -65,7 +66,12 @@ def rollback_drill(package_key: str, objective_minutes: float = 30,
                    target_kind: str | None = None, actor: str = "wavekit") -> State:
     """Deploy a package to a drill target, force its rollback, prove it by read-back and time
     it against the rollback objective. Production is read, never written."""
-    rt = current_runtime()
+    with current_runtime() as rt:
+        return _drill(rt, package_key, objective_minutes, target_kind, actor)
+
+
+def _drill(rt: Runtime, package_key: str, objective_minutes: float, target_kind: str | None,
+           actor: str) -> State:
     log = get_run_logger()
     target, owned = drills.open_drill_target(rt, package_key, target_kind)
     try:

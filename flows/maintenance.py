@@ -56,34 +56,34 @@ def update_backlog(rt: Runtime, plan: domain.MaintenancePlan, as_of: datetime
 @flow(name="nightly-maintenance", log_prints=True)
 def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = None) -> dict:
     """Refresh telemetry, judge every watched and deployed package, and maintain the backlog."""
-    rt = current_runtime()
-    now = as_utc(as_of) if as_of else rt.clock.now()
-    log = get_run_logger()
-    loaded = refresh_telemetry(rt, str(rt.settings.telemetry_dir) if rt.settings.telemetry_dir
-                              else None)
-    timed_out = approval_deadlines(rt, now)
-    ticks = watch_packages(as_of=now)
-    tonight = plan(rt, now)
-    for d in tonight.rollback:
-        rollback_package(d.package_key, f"nightly maintenance: {d.reason}")
-    for d in tonight.contain:
-        contain(rt, d, now)
-    for d in tonight.renew_ownership:
-        notices.notify_held(rt, d.package_key, f"ownership review due: {d.reason}")
-    for release_id in domain.retirements_due(rt, tonight):
-        retire_legacy(rt, release_id)
-    opened, closed = update_backlog(rt, tonight, now)
-    summary = {"telemetry_rows": sum(loaded.values()), "approvals_timed_out": timed_out,
-               "watch_ticks": len(ticks), **tonight.summary(), "opened": opened,
-               "closed": closed}
-    log.info("nightly maintenance: %s", summary)
-    create_table_artifact(key="nightly-maintenance", table=[summary],
-                          description=f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC")
-    from wavekit.present.reports import write_reports
+    with current_runtime() as rt:
+        now = as_utc(as_of) if as_of else rt.clock.now()
+        log = get_run_logger()
+        loaded = refresh_telemetry(rt, str(rt.settings.telemetry_dir) if rt.settings.telemetry_dir
+                                  else None)
+        timed_out = approval_deadlines(rt, now)
+        ticks = watch_packages(as_of=now)
+        tonight = plan(rt, now)
+        for d in tonight.rollback:
+            rollback_package(d.package_key, f"nightly maintenance: {d.reason}")
+        for d in tonight.contain:
+            contain(rt, d, now)
+        for d in tonight.renew_ownership:
+            notices.notify_held(rt, d.package_key, f"ownership review due: {d.reason}")
+        for release_id in domain.retirements_due(rt, tonight):
+            retire_legacy(rt, release_id)
+        opened, closed = update_backlog(rt, tonight, now)
+        summary = {"telemetry_rows": sum(loaded.values()), "approvals_timed_out": timed_out,
+                   "watch_ticks": len(ticks), **tonight.summary(), "opened": opened,
+                   "closed": closed}
+        log.info("nightly maintenance: %s", summary)
+        create_table_artifact(key="nightly-maintenance", table=[summary],
+                              description=f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC")
+        from wavekit.present.reports import write_reports
 
-    out = Path(report_dir or rt.settings.data_dir / "reports")
-    write_reports(rt.database_url, out, as_of=now,
-                  review_cadence_days=rt.settings.review_cadence_days)
-    create_markdown_artifact(key="readiness-dashboard-location",
-                             markdown=f"Dashboard written to `{out / 'dashboard.html'}`")
-    return summary
+        out = Path(report_dir or rt.settings.data_dir / "reports")
+        write_reports(rt.database_url, out, as_of=now,
+                      review_cadence_days=rt.settings.review_cadence_days)
+        create_markdown_artifact(key="readiness-dashboard-location",
+                                 markdown=f"Dashboard written to `{out / 'dashboard.html'}`")
+        return summary

@@ -44,17 +44,17 @@ def watch_packages(as_of: datetime | None = None) -> list[dict[str, Any]]:
 
     as_of defaults to now; pass a time to replay the watch (tests, the demo's fast-forward).
     """
-    rt = current_runtime()
-    now = as_utc(as_of) if as_of else rt.clock.now()
-    log = get_run_logger()
-    results = []
-    for release_id in find_due(rt, now):
-        tick = watch_tick(rt, release_id, now)
-        log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
-        if after_tick(rt, tick).release_dependents:
-            release_dependents(rt, tick.package_key)
-        results.append({"package": tick.package_key, "action": tick.action,
-                        "reason": tick.reason, "measured": tick.measured})
-    for release_id in rollout.releases_awaiting_retirement(rt):
-        retire_legacy(rt, release_id)
-    return results
+    with current_runtime() as rt:
+        now = as_utc(as_of) if as_of else rt.clock.now()
+        log = get_run_logger()
+        results = []
+        for release_id in find_due(rt, now):
+            tick = watch_tick(rt, release_id, now)
+            log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
+            if after_tick(rt, tick).release_dependents:
+                release_dependents(rt, tick.package_key)
+            results.append({"package": tick.package_key, "action": tick.action,
+                            "reason": tick.reason, "measured": tick.measured})
+        for release_id in rollout.releases_awaiting_retirement(rt):
+            retire_legacy(rt, release_id)
+        return results

@@ -23,3 +23,10 @@ def test_wavekit_has_no_flat_modules_left() -> None:
     # Every module sits in the folder of its layer; only the package map stays at the top.
     top = sorted(p.name for p in (ROOT / "src" / "wavekit").glob("*.py"))
     assert top == ["__init__.py", "project.py"]
+
+
+def test_the_state_diagram_is_generated_from_the_machine() -> None:
+    from wavekit.domain.states import diagram
+
+    doc = (ROOT / "docs" / "states.md").read_text()
+    assert doc == diagram(), "stale: python -m wavekit.domain.states > docs/states.md"

@@ -126,9 +126,8 @@ def production(loaded_store: str) -> SandboxTarget:
 
 
 def test_a_drill_through_the_cli_records_a_passing_drill_and_opens_the_gate(
-        loaded_store: str, production: SandboxTarget, monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("WAVEKIT_DATABASE_URL", loaded_store)
-    rt = build_runtime(load_settings(), metrics=ScriptedMetrics())
+        loaded_store: str, production: SandboxTarget, tmp_path: Path) -> None:
+    rt = build_runtime(load_settings(database_url=loaded_store), metrics=ScriptedMetrics())
     before = sandbox_rows(loaded_store)
     now = datetime.now(UTC)
     assert not gate(rt).passed and kpi(loaded_store, now) == (0, 5)
@@ -136,7 +135,8 @@ def test_a_drill_through_the_cli_records_a_passing_drill_and_opens_the_gate(
     assert f"drill:{SD}" in {i.dedupe_key for i in night.open}
     maintenance.record_backlog(rt, night, now)
 
-    result = CliRunner().invoke(app, ["drill", SD, "--as", "rm-alex"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["drill", SD, "--as", "rm-alex", "--database-url",
+                                      loaded_store], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "passed" in result.output and "gate rollback_drill passes" in result.output
 

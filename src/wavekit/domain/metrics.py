@@ -66,7 +66,7 @@ def adoption(frames: TelemetryFrames, package: PackageView, start: pd.Timestamp,
     u = _between(frames.usage, start, end)
     used = u.loc[u["identity"].isin(package.members)
                  & u["entitlement"].isin(package.entitlements), "identity"].nunique()
-    return used / len(package.members)
+    return float(used) / len(package.members)
 
 
 def access_drift(frames: TelemetryFrames, package: PackageView, target_grants: GrantSet,
@@ -99,7 +99,7 @@ def ticket_noise(frames: TelemetryFrames, package: PackageView, deployed_at: pd.
     before = len(_between(t, deployed_at - pd.Timedelta(days=baseline_days), deployed_at))
     rate_after = after / (elapsed / DAY)
     rate_before = max(before, 1) / baseline_days
-    return rate_after / rate_before
+    return float(rate_after / rate_before)
 
 
 def exception_growth(frames: TelemetryFrames, package: PackageView, as_of: pd.Timestamp

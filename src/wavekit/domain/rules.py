@@ -159,12 +159,12 @@ def _tokens(text: str) -> list[_Token]:
                 out.append(_Token("error", f"{text[i:tail.end()]!r} is not a number or a "
                                   "column name", pos))
                 return out
-            value: int | float = float(word) if "." in word else int(word)
-            if (isinstance(value, int) and not -_INT64 <= value < _INT64) or (
-                    isinstance(value, float) and not math.isfinite(value)):
+            number: int | float = float(word) if "." in word else int(word)
+            if (isinstance(number, int) and not -_INT64 <= number < _INT64) or (
+                    isinstance(number, float) and not math.isfinite(number)):
                 out.append(_Token("error", "number out of range", pos))
                 return out
-            out.append(_Token("number", value, pos, word))
+            out.append(_Token("number", number, pos, word))
             i = m.end()
         elif m := _NAME.match(text, i):
             word = m.group()
@@ -197,7 +197,8 @@ def _tokens(text: str) -> list[_Token]:
 def _string(text: str, start: int) -> tuple[str, int, str | None]:
     """The quoted string at `start`: (value, index after it, None) or ("", index of the
     mistake, error)."""
-    quote, i, parts = text[start], start + 1, []
+    quote, i = text[start], start + 1
+    parts: list[str] = []
     while i < len(text):
         c = text[i]
         if c == quote:
@@ -322,7 +323,7 @@ class _Parser:
             raise RuleError(f"unknown column {name!r} (allowed: {', '.join(self.columns)})",
                             tok.pos)
         self.next()
-        return name
+        return str(name)
 
     def comparison(self) -> Rule:
         column = self.column()
@@ -345,10 +346,11 @@ class _Parser:
         tok = self.peek()
         if tok.kind in ("string", "number"):
             self.next()
-            return tok.value
+            value: Value = tok.value
+            return value
         if tok.kind == "keyword" and tok.value in ("true", "false"):
             self.next()
-            return tok.value == "true"
+            return bool(tok.value == "true")
         if tok.kind == "name":
             raise RuleError(f"expected {expected}, found name {tok.value!r} (a value must be a "
                             "quoted string, a number, true or false)", tok.pos)

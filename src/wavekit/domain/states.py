@@ -1,14 +1,8 @@
 """The package state machine: the one place that says which state may follow which.
 
-    scheduled ──► release_ready ──► awaiting_handoff ──► deploying ──► watching ──► stable
-        │  ▲           │                 │    ▲             │  ▲          │  │         │
-        │  └─ monitoring (pre-release)   ▼    │             │  └(re-run)  │  ▼         ▼
-        └────────────────────────────► held ─┘             │        needs_tuning ◄──┘
-                                                            ▼             │
-    rollback_ready ──────────────────────────────────► rolling_back ◄────┘
-                                                            │
-                                                            ▼
-                                                       rolled_back ──► scheduled (rebuild)
+`ALLOWED` is the machine. Its diagram, docs/states.md, is rendered from it by `diagram()`
+(`python -m wavekit.domain.states > docs/states.md`) and a test fails when the two differ,
+so the picture cannot drift from the code.
 
 The portal's states (Scheduled, Release ready, Monitoring, Needs tuning, Rollback ready)
 describe packages before launch; the DAG's (Awaiting handoff, Held, Deploying, Watching,
@@ -101,3 +95,23 @@ def check_transition(current: PackageState, target: PackageState) -> None:
     """Raise IllegalTransition unless `current -> target` is allowed."""
     if target not in ALLOWED[current]:
         raise IllegalTransition(f"a package cannot go from {current.label} to {target.label}")
+
+
+def diagram() -> str:
+    """docs/states.md: every edge of ALLOWED as a Mermaid state diagram, in a stable order."""
+    order = list(PackageState)
+    lines = ["# Package states", "",
+             "Generated from `wavekit.domain.states.ALLOWED` by `diagram()`; do not edit.", "",
+             "```mermaid", "stateDiagram-v2"]
+    for src in order:
+        lines += [f"    {src.value} --> {dst.value}"
+                  for dst in sorted(ALLOWED[src], key=order.index)]
+    lines += ["```", "", "| state | label | may go to |", "|---|---|---|"]
+    lines += [f"| `{s.value}` | {s.label} | "
+              f"{', '.join(d.label for d in sorted(ALLOWED[s], key=order.index))} |"
+              for s in order]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(diagram(), end="")

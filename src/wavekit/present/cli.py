@@ -27,7 +27,7 @@ from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
 from wavekit.present.views import print_maintenance_summary
-from wavekit.workflow.runtime import build_runtime
+from wavekit.workflow.runtime import Runtime, build_runtime, runtime_override
 
 
 class _Commands(TyperGroup):
@@ -80,8 +80,15 @@ def _wave_packages(database_url: str, wave: int, only: list[str] | None) -> list
     return keys
 
 
-def _runtime(database_url: str | None, target: str | None = None):  # type: ignore[no-untyped-def]
-    return build_runtime(load_settings(database_url=database_url, target=target))
+def _runtime(ctx: typer.Context, database_url: str | None, target: str | None = None
+             ) -> Runtime:
+    """The command's runtime, closed when the command ends; flows the command runs in-process
+    are wired the same way (the --database-url and --target given here, not only the
+    environment's)."""
+    settings = load_settings(database_url=database_url, target=target)
+    rt = ctx.with_resource(build_runtime(settings))
+    ctx.with_resource(runtime_override(lambda: build_runtime(settings)))
+    return rt
 
 
 def _check_store() -> None:
@@ -213,14 +220,15 @@ def audit_export(fmt: ExportFormat = typer.Option(
 
 
 @app.command("load")
-def load(path: Path = typer.Argument(..., metavar="DIR", help="Catalog directory."),
+def load(ctx: typer.Context,
+         path: Path = typer.Argument(..., metavar="DIR", help="Catalog directory."),
          database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Validate a catalog and write it to the store in one transaction; on the sandbox target,
     also give it the catalog's starting grants (sandbox_seed.csv).
 
     Example: wavekit load ./catalog
     """
-    rt = _runtime(database_url, target)
+    rt = _runtime(ctx, database_url, target)
     try:
         cat = catalog_mod.load_catalog(path)
     except catalog_mod.CatalogInvalid as exc:
@@ -239,7 +247,7 @@ def load(path: Path = typer.Argument(..., metavar="DIR", help="Catalog directory
 
 
 @app.command("plan")
-def plan(wave: int = WaveOption,
+def plan(ctx: typer.Context, wave: int = WaveOption,
          database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Show what a wave would change on the target, package by package; writes nothing.
 
@@ -247,24 +255,24 @@ def plan(wave: int = WaveOption,
     """
     from wavekit.present.views import print_wave_plan
 
-    rt = _runtime(database_url, target)
+    rt = _runtime(ctx, database_url, target)
     print_wave_plan(console, rt, wave)
 
 
 @app.command("status")
-def status(database_url: str | None = DbOption) -> None:
+def status(ctx: typer.Context, database_url: str | None = DbOption) -> None:
     """Show packages by wave and state.
 
     Example: wavekit status
     """
     from wavekit.present.views import print_status
 
-    rt = _runtime(database_url)
+    rt = _runtime(ctx, database_url)
     print_status(console, rt.database_url, review_cadence_days=rt.settings.review_cadence_days)
 
 
 @app.command("release")
-def release(wave: int = WaveOption,
+def release(ctx: typer.Context, wave: int = WaveOption,
             package: list[str] = typer.Option(None, "--package", metavar="KEY",
                                               help="Only these packages (repeatable)."),
             dry_run: bool = typer.Option(False, "--dry-run",
@@ -286,7 +294,7 @@ def release(wave: int = WaveOption,
     """
     from wavekit.present import releasing
 
-    rt = _runtime(database_url, target)
+    rt = _runtime(ctx, database_url, target)
     keys = _wave_packages(rt.database_url, wave, package)
     who = requested_by or releasing.os_user()
     releasing.install_interrupt_handler(console, wave)
@@ -302,7 +310,8 @@ def release(wave: int = WaveOption,
 
 
 @app.command("rollback")
-def rollback(package_key: str = typer.Argument(..., metavar="PACKAGE", help="Package key."),
+def rollback(ctx: typer.Context,
+             package_key: str = typer.Argument(..., metavar="PACKAGE", help="Package key."),
              reason: str = typer.Option("manual rollback by a release manager", "--reason",
                                         metavar="TEXT", help="Why (recorded and notified)."),
              actor: str | None = typer.Option(None, "--as", metavar="WHO",
@@ -315,7 +324,7 @@ def rollback(package_key: str = typer.Argument(..., metavar="PACKAGE", help="Pac
     from wavekit.present import releasing
     from wavekit.workflow.rollback import NothingToRollBack, find_release
 
-    rt = _runtime(database_url, target)
+    rt = _runtime(ctx, database_url, target)
     try:
         find_release(rt, package_key)
     except NothingToRollBack as exc:
@@ -335,12 +344,13 @@ def rollback(package_key: str = typer.Argument(..., metavar="PACKAGE", help="Pac
 
 
 @app.command("watch")
-def watch(database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
+def watch(ctx: typer.Context,
+          database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Take the health measurements that are due now (what the watch-packages schedule runs).
 
     Example: wavekit watch
     """
-    _runtime(database_url, target)
+    _runtime(ctx, database_url, target)
     quiet_prefect()
     rows = project.flow("watch_packages")()
     if not rows:
@@ -354,7 +364,8 @@ def watch(database_url: str | None = DbOption, target: str | None = TargetOption
 
 
 @app.command("maintenance")
-def maintenance(report_dir: Path | None = typer.Option(None, "--reports", metavar="DIR",
+def maintenance(ctx: typer.Context,
+                report_dir: Path | None = typer.Option(None, "--reports", metavar="DIR",
                                                        help="Where reports go."),
                 database_url: str | None = DbOption, target: str | None = TargetOption
                 ) -> None:
@@ -362,7 +373,7 @@ def maintenance(report_dir: Path | None = typer.Option(None, "--reports", metava
 
     Example: wavekit maintenance --reports ./out
     """
-    _runtime(database_url, target)
+    _runtime(ctx, database_url, target)
     quiet_prefect()
     summary = project.flow("nightly_maintenance")(
         report_dir=str(report_dir) if report_dir else None)
@@ -370,7 +381,8 @@ def maintenance(report_dir: Path | None = typer.Option(None, "--reports", metava
 
 
 @app.command("telemetry")
-def telemetry(paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetry files."),
+def telemetry(ctx: typer.Context,
+              paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetry files."),
               database_url: str | None = DbOption) -> None:
     """Validate and load telemetry files (all or nothing); see docs/telemetry.md.
 
@@ -378,7 +390,7 @@ def telemetry(paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetr
     """
     from wavekit.adapters.telemetry import TelemetryInvalid, ingest_telemetry
 
-    rt = _runtime(database_url)
+    rt = _runtime(ctx, database_url)
     try:
         counts = ingest_telemetry(rt.database_url, paths)
     except TelemetryInvalid as exc:
@@ -388,7 +400,7 @@ def telemetry(paths: list[Path] = typer.Argument(..., help="CSV or JSON telemetr
 
 
 @app.command("report")
-def report(out: Path = typer.Option(Path("out"), "--out", metavar="DIR",
+def report(ctx: typer.Context, out: Path = typer.Option(Path("out"), "--out", metavar="DIR",
                                     help="Directory to write into."),
            database_url: str | None = DbOption) -> None:
     """Write the readiness dashboard, wave reports and rollback reports.
@@ -397,7 +409,7 @@ def report(out: Path = typer.Option(Path("out"), "--out", metavar="DIR",
     """
     from wavekit.present.reports import write_reports
 
-    rt = _runtime(database_url)
+    rt = _runtime(ctx, database_url)
     for path in write_reports(rt.database_url, out,
                               review_cadence_days=rt.settings.review_cadence_days):
         console.print(f"wrote {path}")
@@ -419,7 +431,7 @@ def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
 
 
 @app.command("slack-receiver")
-def slack_receiver(host: str = typer.Option("127.0.0.1", metavar="HOST",
+def slack_receiver(ctx: typer.Context, host: str = typer.Option("127.0.0.1", metavar="HOST",
                                             help="Address to listen on."),
                    port: int = typer.Option(3000, metavar="PORT", help="Port to listen on."),
                    socket: bool = typer.Option(False, "--socket",
@@ -432,7 +444,7 @@ def slack_receiver(host: str = typer.Option("127.0.0.1", metavar="HOST",
     from wavekit.adapters.slack import run_receiver, run_socket_mode
     from wavekit.adapters.slack.config import configured_slack
 
-    rt = _runtime(database_url)
+    rt = _runtime(ctx, database_url)
     app_ = configured_slack()
     if app_ is None:
         console.print("[red]Slack is not configured: set WAVEKIT_SLACK_BOT_TOKEN and "

@@ -14,6 +14,7 @@ from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import drill_standing, fmt_minutes, fmt_seconds
 from wavekit.domain.gates import GateContext, rollback_drill
+from wavekit.domain.grants import Grant
 from wavekit.domain.planning import Plan
 from wavekit.present.reports import render_template
 
@@ -36,7 +37,7 @@ def drill_report_context(session: Session, drill_id: int, cadence_days: int = 30
     records = tuple(r for r in drill_records(session, [run.package_key]).get(run.package_key, ())
                     if (r.id or 0) <= (run.id or 0))
     view = load_package_view(session, run.package_key)
-    empty: frozenset = frozenset()
+    empty: frozenset[Grant] = frozenset()
     gate = rollback_drill(view, GateContext(
         plan=Plan(view.key, view.scope, empty, empty, empty, empty), drills=records,
         as_of=as_of, review_cadence_days=cadence_days))

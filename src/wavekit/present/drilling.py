@@ -19,6 +19,7 @@ def _error(message: str) -> None:
 
 
 def drill(
+    ctx: typer.Context,
     package_key: str = typer.Argument(..., metavar="PACKAGE", help="Package key."),
     target_kind: str | None = typer.Option(
         None, "--target-kind", envvar="WAVEKIT_DRILL_TARGET", metavar="KIND",
@@ -54,9 +55,13 @@ def drill(
     from wavekit.present.quiet import quiet_prefect
     from wavekit.present.releasing import os_user
     from wavekit.workflow import drills
-    from wavekit.workflow.runtime import build_runtime
+    from wavekit.workflow.runtime import build_runtime, runtime_override
 
-    rt = build_runtime(load_settings(database_url=database_url, target=target))
+    # As every command: closed when the command ends, and the flow run in-process is wired
+    # with the same --database-url and --target.
+    settings = load_settings(database_url=database_url, target=target)
+    rt = ctx.with_resource(build_runtime(settings))
+    ctx.with_resource(runtime_override(lambda: build_runtime(settings)))
     who = actor or os_user()
     if signed_by is not None or note is not None:
         if not (signed_by and signed_by.strip() and note and note.strip()):

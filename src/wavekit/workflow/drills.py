@@ -23,9 +23,9 @@ A signed manual drill is one row and one event (`record_manual_drill`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.bundles import restrict
@@ -43,6 +43,7 @@ from wavekit.adapters.targets.drill import (
 from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import AUTOMATED, MANUAL, judge_drill
 from wavekit.domain.gates import GateContext, GateResult, rollback_drill
+from wavekit.domain.grants import Grant
 from wavekit.domain.planning import Plan, plan_package
 from wavekit.workflow.rollback import read_back, restore_on
 from wavekit.workflow.runtime import Runtime
@@ -143,7 +144,9 @@ def seed_drill(rt: Runtime, drill_id: int, drill_target: Target) -> dict[str, in
         run.seeded_added, run.seeded_removed = seeded.added, seeded.removed
         audit.record(s, "drill_seeded", actor=run.actor, package_key=run.package_key,
                      at=rt.clock.now(), drill_id=drill_id, production_grants=len(copy),
-                     added=seeded.added, removed=seeded.removed, **provisioned)
+                     added=seeded.added, removed=seeded.removed,
+                     users_provisioned=provisioned["users"],
+                     groups_provisioned=provisioned["groups"])
     return {"production": len(copy), "added": seeded.added, "removed": seeded.removed}
 
 
@@ -164,7 +167,8 @@ def deploy_drill(rt: Runtime, drill_id: int, drill_target: Target) -> dict[str, 
         run.adds, run.removes, run.retirements = (len(plan.adds), len(plan.removes),
                                                   len(plan.retirements))
         audit.record(s, "drill_deployed", actor=run.actor, package_key=run.package_key,
-                     at=now, drill_id=drill_id, target=run.target, **plan.counts(),
+                     at=now, drill_id=drill_id, target=run.target, adds=len(plan.adds),
+                     removes=len(plan.removes), retirements=len(plan.retirements),
                      prior=len(plan.prior), added=result.added, removed=result.removed)
     return {**plan.counts(), "added": result.added, "removed": result.removed}
 
@@ -255,14 +259,14 @@ def drill_outcome(rt: Runtime, drill_id: int) -> DrillOutcome:
 # ------------------------------------------------------------------ inside
 
 
-def _run(s, drill_id: int) -> DrillRun:  # type: ignore[no-untyped-def]
-    run = s.get(DrillRun, drill_id)
+def _run(s: Session, drill_id: int) -> DrillRun:
+    run: DrillRun | None = s.get(DrillRun, drill_id)
     if run is None:
         raise LookupError(f"no drill {drill_id} in the store")
     return run
 
 
-def _finish(s, run: DrillRun, finished, failures: list[str],  # type: ignore[no-untyped-def]
+def _finish(s: Session, run: DrillRun, finished: datetime, failures: list[str],
             duration: float | None, rt: Runtime, plan: Plan | None = None) -> DrillOutcome:
     run.finished_at = finished
     run.duration_seconds = duration
@@ -283,16 +287,16 @@ def _finish(s, run: DrillRun, finished, failures: list[str],  # type: ignore[no-
     return _outcome(s, run, rt)
 
 
-def _gate(s, package_key: str, as_of, rt: Runtime) -> GateResult:  # type: ignore[no-untyped-def]
+def _gate(s: Session, package_key: str, as_of: datetime, rt: Runtime) -> GateResult:
     view = load_package_view(s, package_key)
     drills = drill_records(s, [package_key]).get(package_key, ())
-    empty: frozenset = frozenset()
+    empty: frozenset[Grant] = frozenset()
     return rollback_drill(view, GateContext(
         plan=Plan(view.key, view.scope, empty, empty, empty, empty), drills=drills,
         as_of=as_of, review_cadence_days=rt.settings.review_cadence_days))
 
 
-def _outcome(s, run: DrillRun, rt: Runtime) -> DrillOutcome:  # type: ignore[no-untyped-def]
+def _outcome(s: Session, run: DrillRun, rt: Runtime) -> DrillOutcome:
     gate = _gate(s, run.package_key, max(rt.clock.now(), as_utc(run.finished_at
                                                                  or run.started_at)), rt)
     assert run.id is not None

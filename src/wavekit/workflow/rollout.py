@@ -140,16 +140,20 @@ def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str |
             reason = "; ".join(f"{g.name}: {g.reason}" for g in bad)
             audit.record(s, "gates_checked", package_key=key, wave=wave, release_id=release.id,
                          at=now, stage="stage", results=[g.__dict__ for g in gates])
-            _hold(s, pkg, release, reason, now)
+            _hold(s, pkg, release, reason, now, [g.name for g in bad])
             outcome.held = reason
         return outcome
 
 
-def _hold(s: Session, pkg: RolePackage, release: Release, reason: str, now: datetime) -> None:
+def _hold(s: Session, pkg: RolePackage, release: Release, reason: str, now: datetime,
+          failed_gates: list[str] | None = None) -> None:
+    """Hold the package; `failed_gates` records, as data, which gates held it (if any)."""
     if S(pkg.state) != S.HELD:
         transition(s, pkg, S.HELD, reason, release_id=release.id, at=now)
     else:
         pkg.state_reason = reason
+    audit.record(s, "held", package_key=pkg.key, wave=pkg.wave, release_id=release.id, at=now,
+                 reason=reason, failed_gates=sorted(failed_gates or []))
     release.closed = True  # the next run opens a fresh release with a fresh plan
 
 
@@ -228,7 +232,8 @@ def enforce_gates(rt: Runtime, release_id: int) -> list[GateResult]:
                      release_id=release_id, at=now, stage="dependency_checks",
                      results=[r.__dict__ for r in results])
         if bad := failed(results):
-            _hold(s, pkg, release, "; ".join(f"{g.name}: {g.reason}" for g in bad), now)
+            _hold(s, pkg, release, "; ".join(f"{g.name}: {g.reason}" for g in bad), now,
+                  [g.name for g in bad])
         return results
 
 
@@ -341,7 +346,7 @@ def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
 
     Returns wave -> package keys, for the watch to release once `stable_key` turns Stable.
     """
-    from wavekit.adapters.store.models import PackageDependency
+    from wavekit.adapters.store.models import AuditEvent, PackageDependency
 
     with session_scope(rt.database_url) as s:
         waiting = s.exec(select(PackageDependency.package_key)
@@ -349,9 +354,13 @@ def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
         ready: dict[int, list[str]] = {}
         for key in sorted(set(waiting)):
             pkg = s.get(RolePackage, key)
-            if (pkg is None or pkg.wave is None or S(pkg.state) != S.HELD
-                    or not pkg.state_reason.startswith("dependencies_stable:")
-                    or "; " in pkg.state_reason):
+            if pkg is None or pkg.wave is None or S(pkg.state) != S.HELD:
+                continue
+            last_hold = s.exec(select(AuditEvent).where(AuditEvent.package_key == key,
+                                                        AuditEvent.action == "held")
+                               .order_by(AuditEvent.id.desc())).first()  # type: ignore[union-attr]
+            if last_hold is None or last_hold.detail.get("failed_gates") != [
+                    "dependencies_stable"]:
                 continue  # held (also) for another reason: a human decides
             deps = s.exec(select(RolePackage.state).join(
                 PackageDependency, PackageDependency.depends_on == RolePackage.key)

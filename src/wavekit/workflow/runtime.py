@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,21 @@ class Runtime:
     metrics: Any = None  # wavekit.workflow.watch.MetricsSource; built from telemetry when None
     # Where rollback drills deploy; None: built per drill (wavekit.adapters.targets.drill).
     drill_target: Target | None = None
+    # A target built from settings belongs to this runtime and is closed with it; one handed
+    # in (the demo's, a test's) belongs to whoever handed it in.
+    owns_target: bool = False
+
+    def close(self) -> None:
+        """Close what this runtime opened (the target's connection)."""
+        close = getattr(self.target, "close", None)
+        if self.owns_target and callable(close):
+            close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def build_runtime(
@@ -55,7 +71,7 @@ def build_runtime(
         notifier = _slack_notifier()
     return Runtime(
         settings=settings, database_url=url,
-        target=target or build_target(settings, target_kind),
+        target=target or build_target(settings, target_kind), owns_target=target is None,
         clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
         drill_target=drill_target,
     )
@@ -69,21 +85,25 @@ def _slack_notifier() -> Any:
     return config.notifier() if config is not None else None
 
 
-_factory: Callable[[], Runtime] | None = None
+# Per context, not per process: Prefect copies the context into the threads it runs tasks in,
+# and an override set by a test or the demo never leaks into another thread's runs.
+_factory: ContextVar[Callable[[], Runtime] | None] = ContextVar("wavekit_runtime_factory",
+                                                                default=None)
 
 
 def current_runtime() -> Runtime:
-    """The runtime a flow run wires at its start: from settings, unless a caller overrides."""
-    return _factory() if _factory else build_runtime()
+    """A runtime for a flow run: from settings, unless a caller overrides (use it with `with`
+    so that the run closes what it opened)."""
+    factory = _factory.get()
+    return factory() if factory else build_runtime()
 
 
 @contextmanager
 def runtime_override(factory: Callable[[], Runtime]) -> Iterator[None]:
-    """Run flows in this process with runtimes from `factory` (the demo and tests use it to
+    """Run flows in this context with runtimes from `factory` (the demo and tests use it to
     hand in a manual clock, a scripted target or recorded telemetry)."""
-    global _factory
-    previous, _factory = _factory, factory
+    token = _factory.set(factory)
     try:
         yield
     finally:
-        _factory = previous
+        _factory.reset(token)

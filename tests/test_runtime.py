@@ -1,0 +1,44 @@
+"""The runtime is wired once per run and closes what it opened; overrides stay in context."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from wavekit.adapters.settings import load_settings
+from wavekit.adapters.targets.sandbox import SandboxTarget
+from wavekit.workflow.runtime import build_runtime, current_runtime, runtime_override
+
+
+class Closing(SandboxTarget):
+    closed = 0
+
+    def close(self) -> None:
+        type(self).closed += 1
+
+
+def test_a_runtime_closes_the_target_it_built_and_not_one_it_was_given(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.db'}")
+    given = Closing(settings.resolved_database_url())
+    with build_runtime(settings, target=given) as rt:
+        assert rt.target is given
+    assert Closing.closed == 0  # the caller's target outlives the run
+    monkeypatch.setattr("wavekit.workflow.runtime.build_target",
+                        lambda s, kind=None: Closing(s.resolved_database_url()))
+    with build_runtime(settings) as rt:
+        assert rt.owns_target
+    assert Closing.closed == 1
+
+
+def test_an_override_applies_in_its_context_only(tmp_path: Path) -> None:
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.db'}")
+    marked = build_runtime(settings)
+    seen: list[bool] = []
+    with runtime_override(lambda: marked):
+        assert current_runtime() is marked
+        other = threading.Thread(target=lambda: seen.append(current_runtime() is marked))
+        other.start()
+        other.join()
+    assert seen == [False]  # a thread that was not handed the context builds its own
+    assert current_runtime() is not marked
