@@ -292,3 +292,23 @@ def test_a_signed_manual_drill_opens_the_gate_and_counts(loaded_store: str,
                            env={"COLUMNS": "200"})
     assert "Fallback tested" in status.output and "1/5" in status.output
     assert "Fallback signed in catalog only" in status.output
+
+
+def test_an_automated_drill_that_cannot_start_is_one_line(loaded_store: str,
+                                                          monkeypatch) -> None:
+    monkeypatch.delenv("WAVEKIT_DRILL_SCIM_URL", raising=False)
+    runner = CliRunner()
+    base = ["drill", SD, "--database-url", loaded_store]
+    for args, said in (
+            (["--target-kind", "scim"], "a SCIM drill target needs WAVEKIT_DRILL_SCIM_URL"),
+            (["--objective-minutes", "0"], "--objective-minutes must be more than 0"),
+            (["--objective-minutes", "5", "--signed-by", "A", "--note", "n"],
+             "--objective-minutes applies to a drill wavekit runs"),
+    ):
+        result = runner.invoke(app, [*base, *args], env={"COLUMNS": "200"})
+        assert result.exit_code == 1, result.output
+        assert said in result.output and "Traceback" not in result.output
+    missing = runner.invoke(app, ["drill", "nope", "--database-url", loaded_store])
+    assert missing.exit_code == 1 and "no package 'nope' in the catalog" in missing.output
+    with session_scope(loaded_store) as s:
+        assert s.exec(select(DrillRun)).all() == []  # nothing was recorded
