@@ -312,3 +312,28 @@ def test_an_automated_drill_that_cannot_start_is_one_line(loaded_store: str,
     assert missing.exit_code == 1 and "no package 'nope' in the catalog" in missing.output
     with session_scope(loaded_store) as s:
         assert s.exec(select(DrillRun)).all() == []  # nothing was recorded
+
+
+def test_a_retried_restore_is_timed_from_the_first_attempt(loaded_store: str) -> None:
+    """The restore task retries like rollback-package's: the objective counts every attempt."""
+    from wavekit.domain.clock import ManualClock
+    from wavekit.workflow import drills
+    from wavekit.workflow.runtime import build_runtime
+
+    clock = ManualClock(NOW)
+    rt = build_runtime(load_settings(database_url=loaded_store), clock=clock,
+                       target=SandboxTarget(loaded_store), metrics=object())
+    target, _ = drills.open_drill_target(rt, SD)
+    drill_id = drills.start_drill(rt, SD, target, objective_minutes=30)
+    drills.seed_drill(rt, drill_id, target)
+    drills.deploy_drill(rt, drill_id, target)
+    drills.force_rollback(rt, drill_id, target)
+    clock.advance(timedelta(minutes=20))  # the first attempt failed after 20 minutes ...
+    written = drills.force_rollback(rt, drill_id, target)  # ... the retry finds less to do
+    clock.advance(timedelta(minutes=15))
+    outcome = drills.verify_drill(rt, drill_id, target, written)
+    assert not outcome.passed and outcome.duration_seconds == 35 * 60
+    assert outcome.failure == "restore took 35m 00s, over the rollback objective of 30 min"
+    assert outcome.readback_count == outcome.prior_count and outcome.mismatches == 0
+    with session_scope(loaded_store) as s:
+        assert len(audit.events(s, package_key=SD, action="drill_rollback_started")) == 1

@@ -128,10 +128,13 @@ def seed_drill(rt: Runtime, drill_id: int, drill_target: Target) -> dict[str, in
     production = ReadOnlyTarget(rt.target)
     copy = restrict(production.read_grants(view.scope), view.scope)
     people = view.members | {g.identity for g in copy}
+    wanted = sorted(people)
+    identities: list[dict[str, str]] = []
     with session_scope(rt.database_url) as s:
-        rows = s.exec(select(Identity).where(col(Identity.id).in_(sorted(people)))).all()
-        identities = [{"id": i.id, "display_name": i.display_name, "email": i.email or ""}
-                      for i in rows]
+        for i in range(0, len(wanted), 500):  # IN lists SQLite takes
+            identities += [{"id": r.id, "display_name": r.display_name, "email": r.email or ""}
+                           for r in s.exec(select(Identity).where(
+                               col(Identity.id).in_(wanted[i:i + 500])))]
     identities += [{"id": i, "display_name": i, "email": ""}
                    for i in sorted(people - {r["id"] for r in identities})]
     provisioned = provision_drill_directory(drill_target, identities, sorted(view.scope))
@@ -178,11 +181,12 @@ def force_rollback(rt: Runtime, drill_id: int, drill_target: Target) -> tuple[in
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         run = _run(s, drill_id)
-        run.rollback_started_at = now
         plan = load_drill_bundle(s, run)
-        audit.record(s, "drill_rollback_started", actor=run.actor,
-                     package_key=run.package_key, at=now, drill_id=drill_id,
-                     touched=len(plan.touched))
+        if run.rollback_started_at is None:  # a retried restore keeps the first start: the
+            run.rollback_started_at = now   # objective counts the retries too
+            audit.record(s, "drill_rollback_started", actor=run.actor,
+                         package_key=run.package_key, at=now, drill_id=drill_id,
+                         touched=len(plan.touched))
     return restore_on(drill_target, plan, rt.settings.batch_size)
 
 
