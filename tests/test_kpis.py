@@ -57,8 +57,9 @@ def test_example_catalog_before_any_release(loaded_store: str) -> None:
     assert k.roles_monitored == 0 and k.coverage_health is None and k.coverage == ()
     assert k.maintenance_tasks_open == 0
     assert k.median_deploy_time is None and k.median_time_to_stable is None
-    # Every package has a fallback plan; the service desk drill is pending: 4 of 5.
-    assert k.fallback_tested == (4, 5)
+    # Every package has a fallback plan; no rollback drill is recorded yet: 0 of 5. Four
+    # are signed in the catalog (legacy input: it passes the gate, the KPI counts drills).
+    assert k.fallback_tested == (0, 5) and k.fallback_signed_catalog == 4
     # release_ready -> Release; monitoring, scheduled -> Monitor; needs_tuning -> Tune;
     # rollback_ready -> Rollback
     assert k.action_counts == {"Release": 1, "Monitor": 2, "Tune": 1, "Rollback": 1}

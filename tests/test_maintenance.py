@@ -245,9 +245,10 @@ def test_backlog_opens_no_twins_and_closes_what_cleared() -> None:
               "e": HEALTHY},
              tasks=open_tasks)
     assert [(i.dedupe_key, i.reason) for i in p.open] == [
-        ("drill:f", "fallback drill not signed: rehearse the rollback and sign it")]
+        ("drill:f", "rollback drill pending: no drill recorded; rehearse the rollback "
+                    "(`wavekit drill f`) or record a signed manual drill")]
     assert [(i.dedupe_key, i.reason) for i in p.close] == [
-        ("drill:d", "fallback drill signed"),
+        ("drill:d", "rollback drill signed (catalog); no drill recorded by wavekit"),
         ("exception_review:gone", "package is no longer in the catalog"),
         ("legacy_retirement:e", "legacy grants retired on 2026-04-12"),
         ("ownership_renewal:b", "owner reviewed on 2026-04-08"),

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     # Operational guards (MFA, session timeouts...) the target environment enforces; a package
     # that requires a guard not listed here is held by the operational_guards gate.
     enforced_guards: str = "mfa,session_timeout"
+    # Rollback drills (wavekit.adapters.targets.drill): where a drill deploys and rolls back,
+    # never production. sandbox (default), scim or ldap, configured by WAVEKIT_DRILL_* variables;
+    # the sandbox's name defaults to "drill-<package>".
+    drill_target: str = "sandbox"
+    drill_sandbox: str | None = None
 
     @property
     def enforced_guard_set(self) -> frozenset[str]:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from wavekit.domain.clock import utcnow
+from wavekit.domain.drills import DrillRecord, drill_standing
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan
@@ -38,6 +41,10 @@ class GateContext:
     sod_rules: Collection[SodRuleView] = ()
     sod_holdings: GrantSet = frozenset()  # current grants of every SoD rule's entitlements
     enforced_guards: frozenset[str] = frozenset()
+    # Rollback drills: the package's recorded drills, judged as of `as_of` (default: now).
+    drills: tuple[DrillRecord, ...] = ()
+    as_of: datetime | None = None
+    review_cadence_days: int = 30
 
 
 def owner_named(pkg: PackageView, _: GateContext) -> GateResult:
@@ -53,14 +60,18 @@ def fallback_defined(pkg: PackageView, _: GateContext) -> GateResult:
                       f"fallback: {pkg.fallback_plan}" if ok else "no fallback plan defined")
 
 
-def rollback_drill(pkg: PackageView, _: GateContext) -> GateResult:
+def rollback_drill(pkg: PackageView, ctx: GateContext) -> GateResult:
+    """A recorded passing drill within the review cadence, a signed manual drill, or (legacy,
+    no drill recorded yet) the catalog's `drill: signed`; see wavekit.domain.drills."""
     if pkg.risk == "low":
         return GateResult("rollback_drill", True, "low risk: drill not required")
-    ok = pkg.fallback_drill == "signed"
-    return GateResult("rollback_drill", ok,
-                      f"{pkg.risk} risk: rollback drill signed" if ok else
-                      f"{pkg.risk} risk: rollback drill is {pkg.fallback_drill}, "
-                      "it must be signed before release")
+    standing = drill_standing(pkg.fallback_drill, ctx.drills, ctx.as_of or utcnow(),
+                              ctx.review_cadence_days)
+    if standing.tested:
+        return GateResult("rollback_drill", True, f"{pkg.risk} risk: {standing.detail}")
+    return GateResult("rollback_drill", False,
+                      f"{pkg.risk} risk: {standing.detail}; a passing drill (`wavekit drill "
+                      f"{pkg.key}`) or a signed manual drill is needed before release")
 
 
 def dependencies_stable(pkg: PackageView, ctx: GateContext) -> GateResult:

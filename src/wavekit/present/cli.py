@@ -542,6 +542,12 @@ def contain_restore(ctx: typer.Context,
     console.print(f"[green]✓ {escape(outcome.describe())}[/green]")
 
 
+# ---------------------------------------------------------------- rollback drills
+from wavekit.present.drilling import drill as _drill
+
+app.command("drill")(_drill)
+
+
 def main() -> None:
     """The console script: any unexpected error is one line; the traceback goes to the log."""
     import logging

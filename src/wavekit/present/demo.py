@@ -3,15 +3,19 @@
 The owner approvals are given by the demo itself (marked as such in the audit log), and the
 watch is fast-forwarded: each day of the window is one run of the watch flow with its time
 handed in. Synthetic telemetry makes HR Case Intake Specialist degrade after launch, so the
-demo shows a rollback for a real reason.
+demo shows a rollback for a real reason. Near the end the rollback-drill flow drills Service
+Desk Resolver (held for its pending drill) on a sandbox copy of production's scope, which
+turns its "drill pending" into a recorded drill.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +38,8 @@ DEGRADING = "hr-case-intake-specialist"
 # (package, hours after the handoff request at which its owner approves): the waiting for
 # owners is what the portal's median deploy time counts.
 DEMO_DECISIONS = (("hr-case-intake-specialist", 20), ("finance-month-end-operator", 28))
+# Held one step short of release until its fallback is drilled: the demo drills it.
+DRILLED = "service-desk-resolver"
 
 
 def demo_decide(rt: Runtime, package_key: str) -> str:
@@ -49,6 +55,45 @@ def demo_decide(rt: Runtime, package_key: str) -> str:
     rollout.record_decision(rt, approval_id, "approve", owner,
                             "demo approval (not a real owner)", channel="demo")
     return owner
+
+
+class _RunningClock:
+    """The story's time moving with the wall clock: the drill's restore is really timed."""
+
+    def __init__(self, start: datetime) -> None:
+        self._start, self._t0 = start, time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._t0)
+
+
+def demo_drill(console: Console, rt: Runtime, package_key: str) -> None:
+    """Run the rollback-drill flow on a package whose drill is pending; three lines."""
+    from wavekit.domain.drills import fmt_minutes, fmt_seconds
+    from wavekit.workflow import drills
+    from wavekit.workflow.runtime import runtime_override
+
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        name, before = (pkg.name, pkg.fallback_drill) if pkg else (package_key, "?")
+    console.print(f"\n[bold]Rollback drill[/bold] of {name} (catalog: drill {before}): "
+                  "deployed to a drill target, rolled back, read back; production not written")
+    timed = dataclasses.replace(rt, clock=_RunningClock(rt.clock.now()))
+    with runtime_override(lambda: timed):
+        project.flow("rollback_drill")(package_key, actor="demo-release-manager",
+                                       return_state=True)
+    drill_id = drills.latest_drill_id(rt, package_key)
+    if drill_id is None:
+        console.print("  [red]the drill recorded nothing[/red]")
+        return
+    o = drills.drill_outcome(timed, drill_id)
+    verdict = "[green]passed[/green]" if o.passed else f"[red]FAILED[/red]: {o.failure}"
+    console.print(f"  {o.target}: +{o.adds} deployed, rollback withdrew {o.withdrawn} and "
+                  f"re-granted {o.re_granted}, read back {o.readback_count} = prior "
+                  f"{o.prior_count} grants in {fmt_seconds(o.duration_seconds)} (objective "
+                  f"{fmt_minutes(o.objective_minutes)}) → {verdict}")
+    console.print(f"  gate rollback_drill {'passes' if o.gate.passed else 'fails'}: "
+                  f"{o.gate.reason}")
 
 
 @contextlib.contextmanager
@@ -160,6 +205,8 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
                     if tick["action"] != "continue":
                         console.print(f"  day {day:>2}: {tick['package']} → {tick['action']} "
                                       f"({tick['reason']})")
+            clock.set(launch + timedelta(days=15, hours=1))
+            demo_drill(console, rt, DRILLED)
             clock.set(launch + timedelta(days=15, hours=2))
             summary = nightly_maintenance(as_of=clock.now(),
                                           report_dir=str(demo_dir / "reports"))

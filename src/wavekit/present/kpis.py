@@ -14,7 +14,9 @@
   (FACTOR_WEIGHTS); every factor is listed with its points and why.
 - median_deploy_time: median of approved_at -> deployed_at over releases deployed by as_of;
   median_time_to_stable: approved_at -> stable_at.
-- fallback_tested: (packages whose fallback drill is signed, packages with a fallback plan).
+- fallback_tested: (packages with a fallback plan whose latest recorded rollback drill passed
+  within the review cadence, packages with a fallback plan); wavekit.domain.drills. A catalog's
+  legacy `drill: signed` is not a recorded drill: counted apart, in fallback_signed_catalog.
 - action_counts: packages per portal action (action_for), active_waves: waves with a package
   handing off, deploying, watching or rolling back.
 """
@@ -22,13 +24,14 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlmodel import Session, func, or_, select
 
 from wavekit.adapters.catalog import IDENTITY_COLUMNS
+from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.models import (
     HealthCheckResult,
     Identity,
@@ -40,7 +43,8 @@ from wavekit.adapters.store.models import (
     RolePackage,
 )
 from wavekit.domain import rules
-from wavekit.domain.clock import as_utc
+from wavekit.domain.clock import as_utc, utcnow
+from wavekit.domain.drills import DrillStanding, drill_standing
 from wavekit.domain.states import RELEASABLE, PackageState
 
 S = PackageState
@@ -161,19 +165,25 @@ class PortalKpis:
     action_counts: dict[str, int]
     active_waves: tuple[int, ...]
     packages: tuple[PackageRow, ...]
+    # Rollback drills: every package's fallback standing; legacy catalog signatures.
+    drills: dict[str, DrillStanding] = field(default_factory=dict)
+    fallback_signed_catalog: int = 0
 
 
 # ------------------------------------------------------------------ pure parts
 
 
 def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageState],
-                      failed_checks: int, rollbacks: int) -> DeployConfidence:
-    """Score a package's readiness; `dependency_states` maps each depends_on key to its state."""
+                      failed_checks: int, rollbacks: int, drill: DrillStanding | None = None
+                      ) -> DeployConfidence:
+    """Score a package's readiness; `dependency_states` maps each depends_on key to its state,
+    `drill` is its fallback standing (default: judged from the catalog alone)."""
     w = FACTOR_WEIGHTS
 
     def factor(name: str, ok: bool, detail: str) -> Factor:
         return Factor(name, w[name], w[name] if ok else 0, detail)
 
+    drilled = drill or drill_standing(pkg.fallback_drill, (), utcnow(), 0)
     reachable = bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ())
     unstable = sorted(k for k, st in dependency_states.items() if st != S.STABLE)
     risk_share = RISK_POINTS.get(pkg.risk, 0.0)
@@ -183,8 +193,8 @@ def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageStat
                "owner or a delegate has a Slack id" if reachable else "no Slack id"),
         factor("Fallback plan defined", bool(pkg.fallback_plan.strip()),
                pkg.fallback_plan or "no fallback plan"),
-        factor("Fallback drill signed", pkg.fallback_drill in ("signed", "not_required"),
-               f"drill {pkg.fallback_drill}"),
+        factor("Fallback drill signed", drilled.tested or drilled.status == "not_required",
+               drilled.label),
         factor("Dependencies stable", not unstable,
                "not stable: " + ", ".join(unstable) if unstable
                else ("all stable" if dependency_states else "no dependencies")),
@@ -276,9 +286,13 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     for r in releases:
         if r.rolled_back_at is not None and as_utc(r.rolled_back_at) <= as_of:
             rollbacks[r.package_key] = rollbacks.get(r.package_key, 0) + 1
+    drills = drill_records(session)
+    standing = {p.key: drill_standing(p.fallback_drill, drills.get(p.key, ()), as_of,
+                                      review_cadence_days) for p in pkgs}
     confidence = {p.key: deploy_confidence(p, {d: states[d] for d in deps.get(p.key, [])
                                                if d in states},
-                                           failed.get(p.key, 0), rollbacks.get(p.key, 0))
+                                           failed.get(p.key, 0), rollbacks.get(p.key, 0),
+                                           standing[p.key])
                   for p in pkgs}
 
     # timings
@@ -310,7 +324,9 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
         maintenance_tasks_open=open_tasks, coverage_health=coverage_health, coverage=coverage,
         deploy_confidence=confidence, median_deploy_time=_median(deploy_times),
         median_time_to_stable=_median(stable_times),
-        fallback_tested=(sum(p.fallback_drill == "signed" for p in with_plan), len(with_plan)),
+        fallback_tested=(sum(standing[p.key].recorded for p in with_plan), len(with_plan)),
         review_cadence_days=review_cadence_days, action_counts=actions, active_waves=active,
-        packages=rows,
+        packages=rows, drills=standing,
+        fallback_signed_catalog=sum(standing[p.key].status == "signed_catalog"
+                                    for p in with_plan),
     )

@@ -572,7 +572,7 @@ def render_rollback_report(database_url: str, release_id: int) -> str:
 ACTIVITY_ACTIONS = ("state_changed", "plan_staged", "approval_requested", "approval_decided",
                     "approval_refused", "gates_checked", "deployed", "health_checked",
                     "legacy_retired", "rollback_started", "rollback_verified",
-                    "package_contained", "catalog_loaded")
+                    "package_contained", "catalog_loaded", "drill_recorded")
 ACTIVITY_LIMIT = 8
 
 
@@ -704,8 +704,11 @@ def _lead(kpis: PortalKpis, rows: list[dict[str, Any]]) -> dict[str, Any] | None
     pkg: RolePackage = best["pkg"]
     handoff_ready = bool(pkg.owner_name.strip()) and (
         bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ()))
+    drill = kpis.drills.get(pkg.key)
+    tested = drill.tested if drill else pkg.fallback_drill == "signed"
     return {**best, "handoff": "Ready" if handoff_ready else "Owner not reachable",
-            "fallback": ("Drilled" if pkg.fallback_drill == "signed" else
+            "fallback": ("Drilled" if drill and drill.recorded else
+                         "Signed (catalog)" if tested else
                          "Defined" if pkg.fallback_plan.strip() else "Missing")}
 
 
@@ -779,4 +782,21 @@ def write_reports(database_url: str, out_dir: str | Path, as_of: datetime | None
         path = _inside(out, rollback_filename(release))
         path.write_text(render_rollback_report(database_url, release.id), encoding="utf-8")
         written.append(path)
+    written += _write_drill_reports(database_url, out, review_cadence_days)
     return written
+
+
+def _write_drill_reports(database_url: str, out: Path, cadence_days: int | None) -> list[Path]:
+    """drill-<package>-<id>.md for every finished rollback drill."""
+    from wavekit.present.drill_report import drill_filename, drill_runs, render_drill_report
+
+    with session_scope(database_url) as s:
+        runs = drill_runs(s)
+    paths = []
+    for run in runs:
+        assert run.id is not None
+        path = out / drill_filename(run)
+        path.write_text(render_drill_report(database_url, run.id, cadence_days),
+                        encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -77,6 +77,8 @@ def kpi_lines(database_url: str, as_of: datetime | None = None,
         ("Active waves", str(len(k.active_waves))),
         ("Median deploy time", _hours(k.median_deploy_time)),
         ("Fallback tested", f"{k.fallback_tested[0]}/{k.fallback_tested[1]}"),
+        *([("Fallback signed in catalog only", str(k.fallback_signed_catalog))]
+          if k.fallback_signed_catalog else []),
         ("Review cadence", f"{k.review_cadence_days} days"),
         *[(f"Deploy confidence: {key}", f"{c.score}%") for key, c in
           k.deploy_confidence.items()],

@@ -10,6 +10,8 @@ and the open backlog, and decides (the lead's flow executes; nothing here writes
 - tune      a live package whose access drift, ticket noise or adoption breaks its check,
             or whose exceptions grow too fast
 - renew     owner review older than the cadence (never reviewed: counted from deploy)
+- drill     a package with a fallback plan whose rollback drill is due (none passed within the
+            cadence) or whose last drill failed (wavekit.domain.drills)
 - retire    legacy grants due by the one retirement rule the watch uses too
             (`wavekit.domain.retirement.retirement_due`)
 - backlog   items to open and to close, keyed f"{kind}:{package_key}" so reruns never
@@ -36,6 +38,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit
+from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
     HealthCheckResult,
@@ -45,6 +48,7 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.adapters.telemetry import ingest_telemetry
 from wavekit.domain.clock import as_utc
+from wavekit.domain.drills import DrillRecord, drill_backlog_reason, drill_standing
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import DEPLOYED, PackageState
@@ -83,6 +87,7 @@ class PackageFacts:
     legacy_retired_at: datetime | None = None
     last_review_at: datetime | None = None
     analysis_from: datetime | None = None  # health results due before this do not count
+    drills: tuple[DrillRecord, ...] = ()  # the package's recorded rollback drills
 
     @property
     def live(self) -> bool:
@@ -224,11 +229,13 @@ def plan_maintenance(
 
     for pkg in packages:
         key = pkg.key
-        if pkg.fallback_plan and pkg.fallback_drill == "pending":
-            want("drill", key, "fallback drill not signed: rehearse the rollback and sign it")
+        drill = drill_standing(pkg.fallback_drill, pkg.drills, as_of, t.review_cadence_days)
+        drill_due = drill_backlog_reason(key, drill) if pkg.fallback_plan else None
+        if drill_due:
+            want("drill", key, drill_due)
         else:
-            cleared[task_key("drill", key)] = (f"fallback drill {pkg.fallback_drill}"
-                                               if pkg.fallback_plan else "no fallback plan")
+            cleared[task_key("drill", key)] = (drill.detail if pkg.fallback_plan
+                                               else "no fallback plan")
         review = _review_due(pkg, as_of, t.review_cadence_days) if pkg.live else None
         if review:
             renew.append(Decision(key, review))
@@ -368,6 +375,7 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
     latest: dict[str, Release] = {}
     for r in session.exec(select(Release).order_by(Release.id)):  # type: ignore[arg-type]
         latest[r.package_key] = r
+    drills = drill_records(session)
     facts = []
     for p in session.exec(select(RolePackage).order_by(RolePackage.key)):  # type: ignore[arg-type]
         r = latest.get(p.key)
@@ -381,7 +389,8 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
             watch_ends_at=r.watch_ends_at if r is not None else None,
             legacy_retired_at=r.legacy_retired_at if r is not None else None,
             last_review_at=p.last_review_at,
-            analysis_from=r.analysis_from if r is not None else None))
+            analysis_from=r.analysis_from if r is not None else None,
+            drills=drills.get(p.key, ())))
     rows = session.exec(select(HealthCheckResult.release_id, HealthCheckResult.package_key,
                                HealthCheckResult.check_name, HealthCheckResult.verdict,
                                HealthCheckResult.due_at)).all()

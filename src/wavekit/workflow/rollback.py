@@ -18,7 +18,7 @@ from wavekit.adapters.store.bundles import load_bundle, load_stored_values, rest
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
-from wavekit.adapters.targets.base import apply_restoring
+from wavekit.adapters.targets.base import Target, apply_restoring
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
@@ -109,6 +109,21 @@ def restore_prior_bundle(rt: Runtime, release_id: int) -> tuple[int, int]:
         result = apply_restoring(rt.target, restore.adds, restore.removes, stored,
                                  batch_size=rt.settings.batch_size)
     return result.added, result.removed
+
+
+def restore_on(target: Target, plan: Plan, batch_size: int) -> tuple[int, int]:
+    """The rollback's writes on `target`: the plan's touched grants back to its prior bundle
+    (re-granted, removed). Shared by rollbacks and rollback drills."""
+    current = restrict(target.read_grants(plan.scope), plan.scope)
+    restore = plan_restore(plan.prior, plan.touched, current)
+    result = target.apply(restore.adds, restore.removes, batch_size=batch_size)
+    return result.added, result.removed
+
+
+def read_back(target: Target, plan: Plan) -> RestoreProof:
+    """Read the plan's scope back from `target` and compare it with the prior bundle."""
+    readback = restrict(target.read_grants(plan.scope), plan.scope)
+    return prove_restore(plan.prior, plan.touched, readback)
 
 
 def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed: int = 0,

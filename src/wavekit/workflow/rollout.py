@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
+from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import (
@@ -28,6 +29,7 @@ from wavekit.adapters.store.models import (
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
 from wavekit.domain.decisions import STORED_DECISION
+from wavekit.domain.drills import DrillRecord
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.health import Verdict, assess_health, checks_for, next_due
@@ -102,6 +104,7 @@ class GateFacts:
 
     dependency_states: dict[str, PackageState]
     rules: list[SodRuleView]
+    drills: tuple[DrillRecord, ...] = ()  # the package's recorded rollback drills
 
     @property
     def sod_entitlements(self) -> set[str]:
@@ -117,7 +120,7 @@ def gate_facts(session: Session, pkg: PackageView) -> GateFacts:
     rules = [SodRuleView(r.key, r.entitlement_a, r.entitlement_b, r.description)
              for r in session.exec(select(SodRule))
              if {r.entitlement_a, r.entitlement_b} & pkg.entitlements]
-    return GateFacts(dep_states, rules)
+    return GateFacts(dep_states, rules, drill_records(session, [pkg.key]).get(pkg.key, ()))
 
 
 def read_holdings(rt: Runtime, facts: GateFacts) -> GrantSet:
@@ -130,7 +133,8 @@ def gate_context(rt: Runtime, facts: GateFacts, plan: Plan, holdings: GrantSet) 
     """Gather what the gates need: dependency states, SoD rules and the holdings they judge."""
     return GateContext(plan=plan, dependency_states=facts.dependency_states,
                        sod_rules=facts.rules, sod_holdings=holdings,
-                       enforced_guards=rt.settings.enforced_guard_set)
+                       enforced_guards=rt.settings.enforced_guard_set, drills=facts.drills,
+                       as_of=rt.clock.now(), review_cadence_days=rt.settings.review_cadence_days)
 
 
 def stage_package(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None = None,

@@ -25,6 +25,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     notifier: Any = None  # adapters.slack.notifier.Notifier; None when Slack is not configured
     metrics: Any = None  # wavekit.workflow.watch.MetricsSource; built from telemetry when None
+    # Where rollback drills deploy; None: built per drill (wavekit.adapters.targets.drill).
+    drill_target: Target | None = None
     # A target built from settings belongs to this runtime and is closed with it; one handed
     # in (the demo's, a test's) belongs to whoever handed it in.
     owns_target: bool = False
@@ -50,6 +52,7 @@ def build_runtime(
     clock: Clock | None = None,
     notifier: Any = None,
     metrics: Any = None,
+    drill_target: Target | None = None,
 ) -> Runtime:
     """Build the runtime from settings (environment by default), opening the store.
 
@@ -70,6 +73,7 @@ def build_runtime(
         settings=settings, database_url=url,
         target=target or build_target(settings, target_kind), owns_target=target is None,
         clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
+        drill_target=drill_target,
     )
 
 

@@ -302,3 +302,63 @@ class SlackRequestSeen(SQLModel, table=True):
 
     signature: str = Field(primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# ---------------------------------------------------------------- rollback drills
+
+
+class DrillRun(SQLModel, table=True):
+    """One rollback drill of a package (see wavekit.domain.drills).
+
+    automated: deployed to a drill target (never production), rolled back, read back and
+    timed; `duration_seconds` is rollback_started_at -> finished_at, what the objective
+    measures. manual: rehearsed elsewhere and signed by `signed_by`.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    package_key: str = Field(foreign_key="rolepackage.key", index=True)
+    kind: str = "automated"  # automated | manual
+    status: str = "running"  # running | passed | failed
+    target: str = ""  # the drill target, e.g. "sandbox:drill-service-desk-resolver"
+    production_target: str = ""  # read for the drill target's starting state, never written
+    actor: str = "wavekit"  # who ran (or recorded) it
+    signed_by: str | None = None  # manual drills
+    note: str = ""
+    flow_run_id: str | None = None
+    objective_minutes: float = 30.0
+    scope: list[str] = _json()  # the package's entitlements the drill read and wrote
+    started_at: datetime = Field(default_factory=utcnow)
+    deployed_at: datetime | None = None
+    rollback_started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    production_count: int = 0  # production's grants in scope, copied to the drill target
+    seeded_added: int = 0  # writes that made the drill target's scope equal to that copy
+    seeded_removed: int = 0
+    adds: int = 0  # the package's plan on the drill target
+    removes: int = 0
+    retirements: int = 0
+    re_granted: int = 0  # the rollback's writes
+    withdrawn: int = 0
+    prior_count: int = 0
+    readback_count: int = 0
+    mismatches: list[list[str]] = _json()  # [identity, entitlement] touched, not restored
+    drift_outside: list[list[str]] = _json()  # [identity, entitlement] untouched, changed
+    failure: str = ""  # why it failed, in words
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class DrillGrant(SQLModel, table=True):
+    """A grant of a drill's bundle on its drill target: kind prior (read before the deploy),
+    add / remove / retire (the package's plan there)."""
+
+    __table_args__ = (UniqueConstraint("drill_id", "kind", "identity", "entitlement"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    drill_id: int = Field(foreign_key="drillrun.id", index=True)
+    kind: str
+    identity: str
+    entitlement: str

@@ -4,8 +4,8 @@ An LDAP group member is a DN that may be stored as uid=a,ou=People,dc=Example; r
 writes a removed member back exactly as it was read, not in the canonical form of the user's
 entry. Rows written before this revision have no stored value and restore as before.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
