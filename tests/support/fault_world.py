@@ -67,10 +67,12 @@ def write_catalog_dir(path: Path, identities: Iterable[str], entitlements: Itera
     }
     (path / "packages.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (path / "identities.csv").write_text(
-        "id,display_name,email\n" + "".join(f"{i},User {i},{i}@example.com\n"
-                                          for i in identities))
+        "id,display_name,email,department,business_unit,title,location,kind,active,slack_id,"
+        "manager\n" + "".join(f"{i},User {i},{i}@example.com,Test,Test,Tester,London,person,"
+                              "true,,\n" for i in identities))
     (path / "entitlements.csv").write_text(
-        "key,name,system\n" + "".join(f"{e},{e},Test\n" for e in entitlements))
+        "key,name,system,description,privileged\n"
+        + "".join(f"{e},{e},Test,,false\n" for e in entitlements))
     (path / "memberships.csv").write_text(
         "package,identity\n" + "".join(f"{p.key},{m}\n" for p in packages for m in p.members))
     return path
