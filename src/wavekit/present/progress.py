@@ -32,9 +32,9 @@ def describe(event: AuditEvent, ui_url: str | None = None) -> str | None:
     if event.action == "approval_requested":
         link = (f" · {flow_run_url(ui_url, event.flow_run_id)}"
                 if ui_url and event.flow_run_id else "")
+        where = f"in Slack or the run's form in the Prefect UI{link}" if link else "in Slack"
         return (f"{pkg}: [yellow]waiting for {d.get('owner') or 'the owner'}[/yellow] to "
-                f"decide by {str(d.get('deadline', ''))[:16]} UTC — in Slack, the Prefect UI"
-                f"{link}, or `wavekit approve {event.package_key} --as <id>`")
+                f"decide by {str(d.get('deadline', ''))[:16]} UTC — {where}")
     if event.action in ("approval_decided", "approval_timed_out"):
         who = d.get("approver") or event.actor
         what = "timed out" if event.action == "approval_timed_out" else d.get("decision")

@@ -158,6 +158,6 @@ def print_outcome(console: Console, database_url: str, wave: int, keys: list[str
     console.print(table)
     waiting = [k for k in keys if now[k][0] == S.AWAITING_HANDOFF]
     if waiting:
-        console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (Slack, "
-                      "the Prefect UI, or `wavekit approve PACKAGE --as <id>`), run "
+        console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (in "
+                      "Slack, or in the run's form on a Prefect server), run "
                       f"`wavekit release --wave {wave}` again to continue; decisions are kept.")
