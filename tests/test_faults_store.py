@@ -207,8 +207,8 @@ def test_a_crash_between_deployed_and_launch_retirement_is_completed(tmp_path: P
     # undone launch-window retirement is found and done.
     staged = rollout.stage_package(rt, pkg.key, wave=1)
     assert staged.skipped == "already Watching"
-    due = rollout.launch_retirements_due(rt, pkg.key)
+    due = rollout.launch_retirements_due(rt, pkg.key, rt.clock.now())
     assert len(due) == 1
     assert rollout.retire_legacy(rt, due[0]) == len(retired)
     assert not retired & sandbox.read_grants(ENTS)
-    assert rollout.launch_retirements_due(rt, pkg.key) == []
+    assert rollout.launch_retirements_due(rt, pkg.key, rt.clock.now()) == []

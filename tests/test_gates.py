@@ -74,12 +74,17 @@ def test_fallback_defined(plan: str, passed: bool, reason: str) -> None:
 
 @pytest.mark.parametrize(("risk", "drill", "passed", "reason"), [
     ("low", "pending", True, "low risk: drill not required"),
-    ("medium", "signed", True, "medium risk: rollback drill signed"),
-    ("high", "signed", True, "high risk: rollback drill signed"),
+    # A catalog's "signed" is legacy input, reported as such; recorded drills are the proof.
+    ("medium", "signed", True,
+     "medium risk: rollback drill signed (catalog); no drill recorded by wavekit"),
+    ("high", "signed", True,
+     "high risk: rollback drill signed (catalog); no drill recorded by wavekit"),
     ("medium", "pending", False,
-     "medium risk: rollback drill is pending, it must be signed before release"),
+     "medium risk: no rollback drill recorded; a passing drill (`wavekit drill pkg`) or a "
+     "signed manual drill is needed before release"),
     ("high", "not_required", False,
-     "high risk: rollback drill is not_required, it must be signed before release"),
+     "high risk: the catalog marks the rollback drill not required; a passing drill "
+     "(`wavekit drill pkg`) or a signed manual drill is needed before release"),
 ])
 def test_rollback_drill(risk: str, drill: str, passed: bool, reason: str) -> None:
     r = rollback_drill(replace(GOOD, risk=risk, fallback_drill=drill), ctx())
