@@ -120,7 +120,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     def finished() -> bool:
         run.update(httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json())
         return (run.get("state") or {}).get("type") in TERMINAL
-    wait_until(finished, timeout=240, what="flow run started from the UI")
+    wait_until(finished, timeout=480, what="flow run started from the UI")
     timings["finished"] = time.monotonic() - t0
 
     assert run["deployment_id"] == deployment["id"]
@@ -138,7 +138,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
             "deployment_id": {"any_": [package_deployment["id"]]}}})
         return (len(children) == len(WAVE_1)
                 and all((c.get("state") or {}).get("type") in TERMINAL for c in children))
-    wait_until(packages_done, timeout=240, what="package runs of the wave")
+    wait_until(packages_done, timeout=480, what="package runs of the wave")
     timings["packages done"] = time.monotonic() - t0
     by_name = {c["name"]: c for c in children}
     assert set(by_name) == {f"{k} · wave 1" for k in WAVE_1}
