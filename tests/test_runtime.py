@@ -31,7 +31,11 @@ def test_a_runtime_closes_the_target_it_built_and_not_one_it_was_given(tmp_path:
     assert Closing.closed == 1
 
 
-def test_an_override_applies_in_its_context_only(tmp_path: Path) -> None:
+def test_an_override_applies_in_its_context_only(tmp_path: Path, monkeypatch) -> None:
+    # Without an override a runtime is built from the environment: keep it in tmp_path, not
+    # in whatever store ~/.wavekit holds on this machine.
+    monkeypatch.setenv("WAVEKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WAVEKIT_DATABASE_URL", raising=False)
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.db'}")
     marked = build_runtime(settings)
     seen: list[bool] = []
