@@ -11,6 +11,8 @@ import pytest
 # Keep Prefect quiet and local in every test process (no telemetry, no network).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The tests never touch the store of the machine they run on (~/.wavekit).
+os.environ.setdefault("WAVEKIT_DATA_DIR", __import__("tempfile").mkdtemp(prefix="wavekit-tests-"))
 # CI runs everything on two loaded cores: an embedded server may take longer than 20 s.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
