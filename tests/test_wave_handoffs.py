@@ -74,6 +74,8 @@ def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, mo
         states = {p.key: p.state for p in s.exec(select(RolePackage))}
     assert len(asked) == PACKAGES
     # All eight requested within seconds of each other while each run waited for its owner.
-    assert asked[-1] - asked[0] < timedelta(seconds=15), [t - asked[0] for t in asked]
+    # (The old four-thread runner never asked owners 5-8 here: nobody decides until all 8 are
+    # asked. The bound leaves room for a loaded two-core CI box.)
+    assert asked[-1] - asked[0] < timedelta(seconds=45), [t - asked[0] for t in asked]
     assert set(result.values()) == {"held"} and set(states.values()) == {"held"}
     assert target.read_grants({"nothing"}) == frozenset()
