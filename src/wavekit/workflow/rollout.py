@@ -76,6 +76,18 @@ class DeployOutcome:
     next_check_at: datetime | None
 
 
+def _current_open_release(session: Session, pkg: RolePackage) -> Release | None:
+    """The open release staging would continue (one rule for staging and its resume check).
+
+    A contained package's deployed release stays open (it is still watched), so it is never
+    the one a new release continues.
+    """
+    q = select(Release).where(Release.package_key == pkg.key, Release.closed == False)  # noqa: E712
+    if S(pkg.state) == S.CONTAINED:
+        q = q.where(Release.deployed_at.is_(None))  # type: ignore[union-attr]
+    return session.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+
+
 def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target: str,
                  flow_run_id: str | None, triggered_by: str | None, now: datetime) -> Release:
     """The package's open release, or a new one.
@@ -83,10 +95,7 @@ def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target
     A contained package's deployed release stays open (it is still watched): releasing the
     package again opens a new release beside it, which supersedes it once deployed.
     """
-    q = select(Release).where(Release.package_key == pkg.key, Release.closed == False)  # noqa: E712
-    if S(pkg.state) == S.CONTAINED:
-        q = q.where(Release.deployed_at.is_(None))  # type: ignore[union-attr]
-    release = session.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+    release = _current_open_release(session, pkg)
     if release is None:
         release = Release(package_key=pkg.key, wave=wave, target=target, started_at=now,
                           flow_run_id=flow_run_id, triggered_by=triggered_by)
@@ -160,10 +169,8 @@ def _skip_reason(pkg: RolePackage | None, key: str) -> str | None:
     return None
 
 
-def _open_release_resuming(s: Session, key: str) -> bool:
-    release = s.exec(select(Release).where(Release.package_key == key,
-                                           Release.closed == False)  # noqa: E712
-                     .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+def _open_release_resuming(s: Session, pkg: RolePackage) -> bool:
+    release = _current_open_release(s, pkg)
     return release is not None and release.deploy_started_at is not None
 
 
@@ -175,7 +182,8 @@ def _stage(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None,
             return StageOutcome(key, skipped=why)
         view = load_package_view(s, key)
         facts = gate_facts(s, view)
-        resuming = _open_release_resuming(s, key)
+        assert pkg is not None
+        resuming = _open_release_resuming(s, pkg)
     # The network, outside any transaction: the scope (unless the plan is frozen) and the
     # holdings the SoD gate judges, in one read.
     wanted = set(facts.sod_entitlements) | (set() if resuming else set(view.scope))
