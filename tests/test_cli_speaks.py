@@ -131,3 +131,21 @@ def test_sigterm_during_release_stops_in_one_line_and_a_rerun_resumes(tmp_path: 
     with session_scope(url) as s:
         assert {k: s.get(RolePackage, k).state for k in WAVE_1} == {
             k: "awaiting_handoff" for k in WAVE_1}
+
+
+def test_status_explain_says_what_every_figure_means(tmp_path: Path) -> None:
+    from wavekit.present.kpis import CONFIDENCE_MODEL, DEFINITIONS
+
+    url = _loaded(tmp_path)
+    env = {**_env(tmp_path, url), "COLUMNS": "400"}
+    done = subprocess.run([str(WAVEKIT), "status", "--explain"], env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "What the figures mean" in done.stdout
+    for label in DEFINITIONS:
+        assert label in done.stdout
+    for name, weight, why in CONFIDENCE_MODEL:
+        assert f"{name} ({weight})" in done.stdout and why in done.stdout
+    plain = subprocess.run([str(WAVEKIT), "status"], env=env, capture_output=True, text=True,
+                           timeout=120, stdin=subprocess.DEVNULL)
+    assert plain.returncode == 0 and "What the figures mean" not in plain.stdout

@@ -9,6 +9,7 @@ from sqlmodel import select
 
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
+    Approval,
     HealthCheckResult,
     Identity,
     MaintenanceTask,
@@ -79,22 +80,42 @@ def test_example_catalog_before_any_release(loaded_store: str) -> None:
 
 def test_deploy_confidence_of_the_example_packages(loaded_store: str) -> None:
     c = kpis(loaded_store).deploy_confidence
-    # Finance meets every factor: 15 + 10 + 15 + 15 + 10 + 10 + 10 + 15
-    assert c[FIN].score == 100 and all(f.met for f in c[FIN].factors)
-    assert c[FIN].level == "High"
+    # Nothing has shipped and no drill is recorded: every package earns half of "Last watch
+    # healthy" (never released) and at most half of the drill factor (signed in the catalog
+    # is a claim, not a recorded drill). Finance: 10 + 10 + 20 + 15 + 15 + 10 = 80.
+    assert c[FIN].score == 80 and c[FIN].level == "Medium"
     unmet = {key: {f.name: f.points for f in conf.factors if not f.met}
              for key, conf in c.items()}
+    half = {"Rollback drill recorded": 10, "Last watch healthy": 10}
     assert unmet == {
-        FIN: {},
-        HR: {"Risk level": 5},  # medium risk earns half of 10: 100 - 5
-        PROC: {"Dependencies stable": 0},  # finance is not stable yet: 100 - 10
-        SD: {"Fallback drill signed": 0, "Risk level": 5},  # 100 - 15 - 5
-        WH: {"Risk level": 0},  # high risk: 100 - 10
+        FIN: half,
+        HR: {**half, "Risk level": 5},  # medium risk earns half of 10
+        PROC: {**half, "Dependencies stable": 0},  # finance is not stable yet
+        SD: {**half, "Rollback drill recorded": 0, "Risk level": 5},  # drill pending
+        WH: {**half, "Risk level": 0},  # high risk
     }
     assert {key: conf.score for key, conf in c.items()} == {
-        FIN: 100, HR: 95, PROC: 90, SD: 80, WH: 90}
+        FIN: 80, HR: 75, PROC: 65, SD: 65, WH: 70}
     assert next(f for f in c[PROC].factors if f.name == "Dependencies stable").detail == (
         f"not stable: {FIN}")
+
+
+def test_a_recorded_drill_and_a_stable_release_earn_full_confidence(loaded_store: str) -> None:
+    from wavekit.adapters.store.models import DrillRun
+
+    with session_scope(loaded_store) as s:
+        s.add(release(FIN, NOW - timedelta(days=20), 10, stable_days=15))
+        s.add(DrillRun(package_key=FIN, kind="automated", target="drill-sandbox",
+                       started_at=NOW - timedelta(days=2), finished_at=NOW - timedelta(days=2),
+                       status="passed", duration_seconds=3.0, objective_minutes=30))
+    set_state(loaded_store, **{FIN: PackageState.STABLE})
+    c = kpis(loaded_store).deploy_confidence[FIN]
+    assert (c.score, c.level) == (100, "High") and all(f.met for f in c.factors)
+    # As of before the drill and before stable, the same store tells the earlier story.
+    with session_scope(loaded_store) as s:
+        early = compute_kpis(s, NOW - timedelta(days=10)).deploy_confidence[FIN]
+    assert {f.name: f.points for f in early.factors if not f.met} == {
+        "Rollback drill recorded": 10, "Last watch healthy": 10}
 
 
 def test_after_wave_one_ships(loaded_store: str) -> None:
@@ -115,7 +136,7 @@ def test_after_wave_one_ships(loaded_store: str) -> None:
     assert k.median_deploy_time == timedelta(hours=24)
 
     set_state(loaded_store, **{FIN: PackageState.STABLE})
-    assert kpis(loaded_store).deploy_confidence[PROC].score == 100  # its dependency is stable
+    assert kpis(loaded_store).deploy_confidence[PROC].score == 80  # its dependency is stable
     # Asking that members also cover 90% of the rule's population: finance 42/62 and HR 24/30
     # fall short, so no role is aligned.
     assert kpis(loaded_store, min_population_share=0.9).coverage_health == 0.0
@@ -199,20 +220,69 @@ def test_failed_checks_and_rollbacks_cost_confidence(loaded_store: str) -> None:
     factor = next(f for f in kpis(loaded_store).deploy_confidence[HR].factors
                   if f.name == "Clean release history")
     assert (factor.points, factor.detail) == (0, "1 failed check(s), 1 rollback(s)")
-    assert kpis(loaded_store).deploy_confidence[HR].score == 85  # 95 - 10
+    last = next(f for f in kpis(loaded_store).deploy_confidence[HR].factors
+                if f.name == "Last watch healthy")
+    assert (last.points, last.detail) == (0, "last release rolled back")
+    assert kpis(loaded_store).deploy_confidence[HR].score == 45  # 75 - 20 - 10
+
+
+def test_failures_after_as_of_or_before_the_period_do_not_count(loaded_store: str) -> None:
+    # A failure on 25 April must not lower confidence as of 20 April (it used to).
+    with session_scope(loaded_store) as s:
+        r = release(HR, NOW - timedelta(days=4), 10)
+        old = release(HR, NOW - timedelta(days=200), 10)
+        s.add_all([r, old])
+        s.flush()
+        s.add(HealthCheckResult(release_id=r.id, package_key=HR, check_name="ticket_noise",
+                                due_at=NOW + timedelta(days=5), measured_at=NOW,
+                                verdict="failed"))
+        s.add(HealthCheckResult(release_id=old.id, package_key=HR, check_name="ticket_noise",
+                                due_at=NOW - timedelta(days=199), measured_at=NOW,
+                                verdict="failed"))
+    factors = {f.name: f for f in kpis(loaded_store).deploy_confidence[HR].factors}
+    assert factors["Clean release history"].met  # one failure is later, one is out of period
+    assert factors["Last watch healthy"].detail == "watching, no failed check"
+    # With a period long enough to reach the old failure, it counts.
+    factors = {f.name: f for f in kpis(loaded_store, period_days=365)
+               .deploy_confidence[HR].factors}
+    assert factors["Clean release history"].detail == "1 failed check(s), 0 rollback(s)"
 
 
 def test_a_package_missing_everything_scores_zero() -> None:
-    bare = RolePackage(key="bare", name="Bare", owner_name=" ", risk="high", watch_days=7,
+    from wavekit.present.kpis import History
+
+    bare = RolePackage(key="bare", name="Bare", owner_name="Ops", risk="high", watch_days=7,
                        fallback_drill="pending")
-    c = deploy_confidence(bare, {"dep": PackageState.WATCHING}, failed_checks=1, rollbacks=0)
+    c = deploy_confidence(bare, {"dep": PackageState.WATCHING},
+                          History(failed_checks=1, rollbacks=0, last_release="failed"))
     assert c.score == 0 and c.level == "Low"
     assert [f.name for f in c.factors] == list(FACTOR_WEIGHTS)
     assert sum(FACTOR_WEIGHTS.values()) == 100
     delegate_only = RolePackage(key="d", name="D", owner_name="Ops", risk="low",
                                 delegates=[{"name": "Ann", "slack_id": "U1"}])
-    reach = deploy_confidence(delegate_only, {}, 0, 0).factors[1]
-    assert reach.name == "Owner reachable in Slack" and reach.met
+    reach = deploy_confidence(delegate_only, {}).factors[3]
+    assert reach.name == "Owner reachable" and reach.met
+
+
+def test_text_alone_earns_nothing() -> None:
+    # A fallback plan, a telemetry focus and an owner name are words, not facts: a package
+    # with all of them and no drill, no Slack id and high risk scores only its never-released
+    # half and its clean (empty) history.
+    wordy = RolePackage(key="w", name="W", owner_name="Ops", risk="high", watch_days=14,
+                        fallback_plan="restore the old groups", telemetry_focus="everything",
+                        fallback_drill="pending")
+    c = deploy_confidence(wordy, {})
+    assert {f.name: f.points for f in c.factors} == {
+        "Rollback drill recorded": 0, "Last watch healthy": 10, "Clean release history": 20,
+        "Owner reachable": 0, "Dependencies stable": 15, "Risk level": 0}
+
+
+def test_every_kpi_has_a_definition() -> None:
+    from wavekit.present.kpis import CONFIDENCE_MODEL, DEFINITIONS
+    from wavekit.present.views import kpi_lines  # noqa: F401  (labels shown by status)
+
+    for name, _, why in CONFIDENCE_MODEL:
+        assert name in DEFINITIONS["Deploy confidence"] and why
 
 
 @pytest.mark.parametrize(("state", "action"), [
@@ -228,3 +298,21 @@ def test_action_for_every_state(state: str, action: str) -> None:
 
 def test_every_state_has_an_action() -> None:
     assert {action_for(s) for s in PackageState} == {"Release", "Monitor", "Tune", "Rollback"}
+
+
+def test_deploy_time_counts_from_the_handoff_request(loaded_store: str) -> None:
+    # Staged, handed off, approved 27 h later, deployed a minute after: the portal's 28 h
+    # is the handoff wait plus the deploy, not the minute after approval.
+    asked = NOW - timedelta(days=3)
+    with session_scope(loaded_store) as s:
+        r = Release(package_key=FIN, wave=1, started_at=asked - timedelta(minutes=5),
+                    approved_at=asked + timedelta(hours=27),
+                    deployed_at=asked + timedelta(hours=28))
+        too_old = release(HR, NOW - timedelta(days=120), 5)  # outside the 90-day period
+        s.add_all([r, too_old])
+        s.flush()
+        s.add(Approval(release_id=r.id, package_key=FIN, requested_at=asked,
+                       decided_at=asked + timedelta(hours=27), decision="approved"))
+    k = kpis(loaded_store)
+    assert k.median_deploy_time == timedelta(hours=28) and k.period_days == 90
+    assert kpis(loaded_store, period_days=365).median_deploy_time == timedelta(hours=16.5)

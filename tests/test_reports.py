@@ -559,14 +559,19 @@ def test_dashboard_shows_the_same_figures_as_compute_kpis(scenario: Scenario):
     k = _kpis(scenario.url, scenario.as_of)
     # Wave 1 has nothing left to release; wave 2 holds the held desk and procurement.
     assert ids.one("kpi-wave-ready-label") == "Wave 2 ready" == f"Wave {k.wave_ready.wave} ready"
-    assert ids.one("kpi-wave-ready-value") == "2" == str(k.wave_ready.count)
+    # The figure is what is ready now, beside what is queued: "Wave 2 ready 2" can no longer
+    # stand next to "0 of them release ready".
+    assert ids.one("kpi-wave-ready-value") == f"{k.wave_ready.release_ready} of 2 queued"
+    assert ids.one("kpi-wave-queued") == "of 2 queued" and k.wave_ready.count == 2
+    terms = ids.found["kpi-definition-term"]
+    assert terms[:2] == ["Wave ready", "Roles monitored"] and "Deploy confidence" in terms
     assert ids.one("kpi-roles-monitored-value") == "1" == str(k.roles_monitored)  # finance
     assert ids.one("kpi-maintenance-tasks-value") == "1" == str(k.maintenance_tasks_open)
     assert ids.one("kpi-coverage-health-value") == reports.fmt_pct(k.coverage_health)
     for action, n in k.action_counts.items():
         assert ids.one(f"action-count-{action.lower()}") == f"{action} {n}"
     assert ids.one("active-waves").split()[0] == str(len(k.active_waves))
-    assert ids.one("median-deploy-time") == "1h"  # approved an hour before each deploy
+    assert ids.one("median-deploy-time") == "3h"  # handed off 3 h before each deploy
     assert ids.one("fallback-tested") == "{}/{}".format(*k.fallback_tested)
     assert ids.one("review-cadence") == "30 days"
 

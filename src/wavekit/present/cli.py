@@ -260,15 +260,19 @@ def plan(ctx: typer.Context, wave: int = WaveOption,
 
 
 @app.command("status")
-def status(ctx: typer.Context, database_url: str | None = DbOption) -> None:
-    """Show packages by wave and state.
+def status(ctx: typer.Context, database_url: str | None = DbOption,
+           explain: bool = typer.Option(False, "--explain",
+                                        help="Also say what every figure means.")) -> None:
+    """Show the KPIs and the packages by wave and state.
 
-    Example: wavekit status
+    Example: wavekit status --explain
     """
-    from wavekit.present.views import print_status
+    from wavekit.present.views import print_definitions, print_status
 
     rt = _runtime(ctx, database_url)
     print_status(console, rt.database_url, review_cadence_days=rt.settings.review_cadence_days)
+    if explain:
+        print_definitions(console)
 
 
 @app.command("release")

@@ -1,24 +1,8 @@
-"""The portal's KPIs (Stage 7 - Deploy & Maintain), computed from the store.
+"""The portal's KPIs (Stage 7 - Deploy & Maintain), computed from the store as of a time.
 
-- wave_ready: the lowest wave that still holds unreleased packages, and how many it holds.
-  Unreleased = a releasable state (states.RELEASABLE) and no live release.
-- roles_monitored: live packages, tracked through post-release telemetry. Live = watching,
-  stable or contained, or needs_tuning with a deployed release not rolled back (a package can
-  also need tuning before it ever ships; that one is not in production).
-- maintenance_tasks_open: backlog items opened by as_of and not closed by then.
-- coverage_health: share of live packages with a population rule that are aligned: at least
-  90% of members are active identities matching the rule (and, if asked, the members cover
-  a minimum share of the rule's population; off by default because catalog rules describe
-  who may hold a role, not who must).
-- deploy_confidence: 0..100 per package, the sum of the weights of readiness factors met
-  (FACTOR_WEIGHTS); every factor is listed with its points and why.
-- median_deploy_time: median of approved_at -> deployed_at over releases deployed by as_of;
-  median_time_to_stable: approved_at -> stable_at.
-- fallback_tested: (packages with a fallback plan whose latest recorded rollback drill passed
-  within the review cadence, packages with a fallback plan); wavekit.domain.drills. A catalog's
-  legacy `drill: signed` is not a recorded drill: counted apart, in fallback_signed_catalog.
-- action_counts: packages per portal action (action_for), active_waves: waves with a package
-  handing off, deploying, watching or rolling back.
+Each KPI is defined once, in DEFINITIONS: `wavekit status --explain` prints them and the
+dashboard shows them beside the figures, so a reader always sees what a number means.
+Deploy confidence is the model in CONFIDENCE_MODEL: weighted facts, never the presence of text.
 """
 
 from __future__ import annotations
@@ -33,6 +17,7 @@ from sqlmodel import Session, func, or_, select
 from wavekit.adapters.catalog import IDENTITY_COLUMNS
 from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.models import (
+    Approval,
     HealthCheckResult,
     Identity,
     MaintenanceTask,
@@ -57,17 +42,46 @@ _ACTION = {
 }
 IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.CONTAINED,
                        S.ROLLING_BACK})
-FACTOR_WEIGHTS = {
-    "Named owner": 15,
-    "Owner reachable in Slack": 10,
-    "Fallback plan defined": 15,
-    "Fallback drill signed": 15,
-    "Dependencies stable": 10,
-    "Clean release history": 10,
-    "Risk level": 10,
-    "Telemetry plan and watch window": 15,
-}
+# Deploy confidence: (factor, weight, what earns the points). Inputs are facts from the store.
+CONFIDENCE_MODEL: tuple[tuple[str, int, str], ...] = (
+    ("Rollback drill recorded", 20,
+     "the latest rollback drill recorded by wavekit passed within the review cadence (or the "
+     "catalog marks no drill required); a drill signed only in the catalog earns half"),
+    ("Last watch healthy", 20,
+     "the latest deployed release reached Stable (full) or is being watched with no failed "
+     "check (half); never released earns half; a failed check or rollback earns nothing"),
+    ("Clean release history", 20,
+     "no failed health check and no rollback in the period up to as_of"),
+    ("Owner reachable", 15, "the owner or a delegate has a Slack id to receive the handoff"),
+    ("Dependencies stable", 15, "every package this one depends on is Stable"),
+    ("Risk level", 10, "low risk earns all, medium half, high none"),
+)
+FACTOR_WEIGHTS = {name: weight for name, weight, _ in CONFIDENCE_MODEL}
 RISK_POINTS = {"low": 1.0, "medium": 0.5, "high": 0.0}  # share of the risk factor's weight
+DEFAULT_PERIOD_DAYS = 90  # the window of the timing and history KPIs
+
+# What each figure means: one place, shown by `wavekit status --explain` and the dashboard.
+DEFINITIONS: dict[str, str] = {
+    "Wave ready": "In the lowest wave that still holds unreleased packages: how many are "
+                  "release ready now, of how many queued (queued = releasable state, no live "
+                  "release).",
+    "Roles monitored": "Packages in production under telemetry: watching, stable or contained, "
+                       "or needing tuning with a deployed release not rolled back.",
+    "Maintenance tasks": "Backlog items opened by as_of and not closed by then.",
+    "Coverage health": "Share of live packages with a population rule whose members are at "
+                       "least 90% active identities matching the rule.",
+    "Active waves": "Waves with a package handing off, deploying, watching, contained or "
+                    "rolling back.",
+    "Median deploy time": "Median of owner handoff requested -> package deployed, over "
+                          "releases deployed in the period up to as_of (the wait for owners "
+                          "counts); a release with no handoff counts from staging.",
+    "Median time to stable": "The same start -> the watch declaring the package Stable.",
+    "Fallback tested": "Packages with a fallback plan whose latest recorded rollback drill "
+                       "passed within the review cadence, of packages with a fallback plan.",
+    "Deploy confidence": "0-100, the sum of weighted facts: "
+                         + "; ".join(f"{n} ({w}): {why}" for n, w, why in CONFIDENCE_MODEL)
+                         + ". High from 85, Medium from 60.",
+}
 
 
 def action_for(state: PackageState | str) -> str:
@@ -168,43 +182,53 @@ class PortalKpis:
     # Rollback drills: every package's fallback standing; legacy catalog signatures.
     drills: dict[str, DrillStanding] = field(default_factory=dict)
     fallback_signed_catalog: int = 0
+    period_days: int = DEFAULT_PERIOD_DAYS
 
 
 # ------------------------------------------------------------------ pure parts
 
 
+@dataclass(frozen=True)
+class History:
+    """A package's release facts in the period up to as_of (the confidence model's inputs)."""
+
+    failed_checks: int = 0
+    rollbacks: int = 0
+    last_release: str = "never"  # never | watching | stable | failed | rolled_back
+
+
 def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageState],
-                      failed_checks: int, rollbacks: int, drill: DrillStanding | None = None
+                      history: History = History(), drill: DrillStanding | None = None
                       ) -> DeployConfidence:
-    """Score a package's readiness; `dependency_states` maps each depends_on key to its state,
-    `drill` is its fallback standing (default: judged from the catalog alone)."""
+    """Score a package's readiness by CONFIDENCE_MODEL; `dependency_states` maps each
+    depends_on key to its state, `drill` is its fallback standing (default: the catalog's)."""
     w = FACTOR_WEIGHTS
 
-    def factor(name: str, ok: bool, detail: str) -> Factor:
-        return Factor(name, w[name], w[name] if ok else 0, detail)
+    def factor(name: str, share: float, detail: str) -> Factor:
+        return Factor(name, w[name], round(w[name] * share), detail)
 
     drilled = drill or drill_standing(pkg.fallback_drill, (), utcnow(), 0)
+    drill_share = (1.0 if drilled.recorded or drilled.status == "not_required"
+                   else 0.5 if drilled.status == "signed_catalog" else 0.0)
     reachable = bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ())
     unstable = sorted(k for k, st in dependency_states.items() if st != S.STABLE)
-    risk_share = RISK_POINTS.get(pkg.risk, 0.0)
+    last = history.last_release
+    watch_share = {"stable": 1.0, "watching": 0.5, "never": 0.5}.get(last, 0.0)
+    clean = history.failed_checks == 0 and history.rollbacks == 0
     factors = (
-        factor("Named owner", bool(pkg.owner_name.strip()), pkg.owner_name or "no owner"),
-        factor("Owner reachable in Slack", reachable,
+        factor("Rollback drill recorded", drill_share, drilled.label),
+        factor("Last watch healthy", watch_share,
+               {"never": "never released", "watching": "watching, no failed check",
+                "stable": "last release stable", "failed": "last release failed a check",
+                "rolled_back": "last release rolled back"}[last]),
+        factor("Clean release history", 1.0 if clean else 0.0,
+               f"{history.failed_checks} failed check(s), {history.rollbacks} rollback(s)"),
+        factor("Owner reachable", 1.0 if reachable else 0.0,
                "owner or a delegate has a Slack id" if reachable else "no Slack id"),
-        factor("Fallback plan defined", bool(pkg.fallback_plan.strip()),
-               pkg.fallback_plan or "no fallback plan"),
-        factor("Fallback drill signed", drilled.tested or drilled.status == "not_required",
-               drilled.label),
-        factor("Dependencies stable", not unstable,
+        factor("Dependencies stable", 0.0 if unstable else 1.0,
                "not stable: " + ", ".join(unstable) if unstable
                else ("all stable" if dependency_states else "no dependencies")),
-        factor("Clean release history", failed_checks == 0 and rollbacks == 0,
-               f"{failed_checks} failed check(s), {rollbacks} rollback(s)"),
-        Factor("Risk level", w["Risk level"], round(w["Risk level"] * risk_share),
-               f"{pkg.risk} risk"),
-        factor("Telemetry plan and watch window",
-               pkg.watch_days >= 1 and bool(pkg.telemetry_focus.strip()),
-               f"{pkg.watch_days}-day watch, focus: {pkg.telemetry_focus or 'none'}"),
+        factor("Risk level", RISK_POINTS.get(pkg.risk, 0.0), f"{pkg.risk} risk"),
     )
     return DeployConfidence(score=sum(f.points for f in factors), factors=factors)
 
@@ -223,6 +247,27 @@ def coverage_of(key: str, members: set[str], rule: str, identities: pd.DataFrame
     return Coverage(key, len(members), matching, len(population), aligned)
 
 
+def _history(key: str, releases: list[Release], failed_checks: int,
+             failed_releases: set[int], since: datetime, as_of: datetime) -> History:
+    """The package's release facts as of `as_of` (releases already filtered to as_of)."""
+    mine = sorted((r for r in releases if r.package_key == key and r.deployed_at is not None),
+                  key=lambda r: as_utc(r.deployed_at))  # type: ignore[arg-type]
+    rollbacks = sum(1 for r in mine if r.rolled_back_at is not None
+                    and since < as_utc(r.rolled_back_at) <= as_of)
+    if not mine:
+        return History(failed_checks, rollbacks, "never")
+    last = mine[-1]
+    if last.rolled_back_at is not None and as_utc(last.rolled_back_at) <= as_of:
+        verdict = "rolled_back"
+    elif last.id in failed_releases:
+        verdict = "failed"
+    elif last.stable_at is not None and as_utc(last.stable_at) <= as_of:
+        verdict = "stable"
+    else:
+        verdict = "watching"
+    return History(failed_checks, rollbacks, verdict)
+
+
 def _median(values: list[timedelta]) -> timedelta | None:
     return statistics.median(values) if values else None
 
@@ -231,15 +276,16 @@ def _median(values: list[timedelta]) -> timedelta | None:
 
 
 def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int = 30,
-                 min_member_share: float = 0.9, min_population_share: float = 0.0
-                 ) -> PortalKpis:
-    """Every KPI on the portal page, from the store, as of `as_of`."""
+                 min_member_share: float = 0.9, min_population_share: float = 0.0,
+                 period_days: int = DEFAULT_PERIOD_DAYS) -> PortalKpis:
+    """Every KPI on the portal page, from the store, as of `as_of` (see DEFINITIONS)."""
     as_of = as_utc(as_of)
+    since = as_of - timedelta(days=period_days)
     pkgs = sorted(session.exec(select(RolePackage)),
                   key=lambda p: (p.wave is None, p.wave or 0, p.key))
     states = {p.key: PackageState(p.state) for p in pkgs}
-    releases = [r for r in session.exec(select(Release))
-                if r.deployed_at is None or as_utc(r.deployed_at) <= as_of]
+    releases = [r for r in session.exec(select(Release)) if as_utc(r.started_at) <= as_of
+                and (r.deployed_at is None or as_utc(r.deployed_at) <= as_of)]
     live_release = {r.package_key for r in releases
                     if r.deployed_at is not None and r.rolled_back_at is None}
     live = {k for k, st in states.items()
@@ -280,27 +326,31 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     for k, d in session.exec(select(PackageDependency.package_key, PackageDependency.depends_on)):
         deps.setdefault(k, []).append(d)
     failed = dict(session.exec(select(HealthCheckResult.package_key, func.count())
-                               .where(HealthCheckResult.verdict == "failed")
+                               .where(HealthCheckResult.verdict == "failed",
+                                      HealthCheckResult.due_at > since,
+                                      HealthCheckResult.due_at <= as_of)
                                .group_by(HealthCheckResult.package_key)).all())
-    rollbacks: dict[str, int] = {}
-    for r in releases:
-        if r.rolled_back_at is not None and as_utc(r.rolled_back_at) <= as_of:
-            rollbacks[r.package_key] = rollbacks.get(r.package_key, 0) + 1
+    failed_by_release = set(session.exec(
+        select(HealthCheckResult.release_id).where(HealthCheckResult.verdict == "failed",
+                                                   HealthCheckResult.due_at <= as_of)))
+    history = {p.key: _history(p.key, releases, failed.get(p.key, 0), failed_by_release,
+                               since, as_of) for p in pkgs}
     drills = drill_records(session)
     standing = {p.key: drill_standing(p.fallback_drill, drills.get(p.key, ()), as_of,
                                       review_cadence_days) for p in pkgs}
     confidence = {p.key: deploy_confidence(p, {d: states[d] for d in deps.get(p.key, [])
                                                if d in states},
-                                           failed.get(p.key, 0), rollbacks.get(p.key, 0),
-                                           standing[p.key])
+                                           history[p.key], standing[p.key])
                   for p in pkgs}
 
-    # timings
-    approved = [r for r in releases if r.approved_at is not None]
-    deploy_times = [as_utc(r.deployed_at) - as_utc(r.approved_at) for r in approved
-                    if r.deployed_at is not None]
-    stable_times = [as_utc(r.stable_at) - as_utc(r.approved_at) for r in approved
-                    if r.stable_at is not None and as_utc(r.stable_at) <= as_of]
+    # timings: from the owner handoff request (or staging) over the period
+    requested = dict(session.exec(select(Approval.release_id, func.min(Approval.requested_at))
+                                  .group_by(Approval.release_id)).all())
+    start = {r.id: as_utc(requested.get(r.id) or r.started_at) for r in releases}
+    deploy_times = [as_utc(r.deployed_at) - start[r.id] for r in releases
+                    if r.deployed_at is not None and as_utc(r.deployed_at) > since]
+    stable_times = [as_utc(r.stable_at) - start[r.id] for r in releases
+                    if r.stable_at is not None and since < as_utc(r.stable_at) <= as_of]
 
     with_plan = [p for p in pkgs if p.fallback_plan.strip()]
     actions = dict.fromkeys(ACTIONS, 0)
@@ -329,4 +379,5 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
         packages=rows, drills=standing,
         fallback_signed_catalog=sum(standing[p.key].status == "signed_catalog"
                                     for p in with_plan),
+        period_days=period_days,
     )

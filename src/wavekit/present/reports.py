@@ -37,7 +37,7 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.domain.clock import as_utc, utcnow
 from wavekit.domain.states import PackageState
-from wavekit.present.kpis import PortalKpis, compute_kpis
+from wavekit.present.kpis import DEFINITIONS, PortalKpis, compute_kpis
 from wavekit.project import project_dir
 
 # --------------------------------------------------------------------------- secrets
@@ -728,6 +728,7 @@ def dashboard_context(session: Session, as_of: datetime, selected: str | None = 
                for r in rows]
     return {
         "generated_at": as_of, "kpis": kpis, "packages": rows, "lead": lead,
+        "definitions": DEFINITIONS,
         "focus": operations_focus(session, as_of), "activity": _activity(session, as_of),
         "details": details,
         "selected": next((d for d in details if d["pkg"].key == chosen), None),

@@ -68,7 +68,8 @@ def kpi_lines(database_url: str, as_of: datetime | None = None,
 
     with session_scope(database_url) as s:
         k = compute_kpis(s, as_of or utcnow(), review_cadence_days=review_cadence_days)
-    ready = (f"{k.wave_ready.count} (wave {k.wave_ready.wave})" if k.wave_ready else "0")
+    ready = (f"{k.wave_ready.release_ready} of {k.wave_ready.count} (wave {k.wave_ready.wave})"
+             if k.wave_ready else "0")
     coverage = "—" if k.coverage_health is None else f"{k.coverage_health:.0%}"
     return [
         ("Wave ready", ready), ("Roles monitored", str(k.roles_monitored)),
@@ -76,6 +77,7 @@ def kpi_lines(database_url: str, as_of: datetime | None = None,
         *[(f"Action: {a}", str(n)) for a, n in k.action_counts.items()],
         ("Active waves", str(len(k.active_waves))),
         ("Median deploy time", _hours(k.median_deploy_time)),
+        ("Median time to stable", _hours(k.median_time_to_stable)),
         ("Fallback tested", f"{k.fallback_tested[0]}/{k.fallback_tested[1]}"),
         *([("Fallback signed in catalog only", str(k.fallback_signed_catalog))]
           if k.fallback_signed_catalog else []),
@@ -83,6 +85,23 @@ def kpi_lines(database_url: str, as_of: datetime | None = None,
         *[(f"Deploy confidence: {key}", f"{c.score}%") for key, c in
           k.deploy_confidence.items()],
     ]
+
+
+def print_definitions(console: Console) -> None:
+    """What each KPI means (kpis.DEFINITIONS), and the confidence model factor by factor."""
+    from wavekit.present.kpis import CONFIDENCE_MODEL, DEFINITIONS
+
+    table = Table(title="What the figures mean", title_justify="left", show_header=False)
+    table.add_column("KPI", style="bold")
+    table.add_column("definition")
+    for label, text in DEFINITIONS.items():
+        if label != "Deploy confidence":
+            table.add_row(label, text)
+    table.add_row("Deploy confidence", "0-100, the sum of these facts' points (High from 85, "
+                  "Medium from 60):")
+    for name, weight, why in CONFIDENCE_MODEL:
+        table.add_row(f"  {name} ({weight})", why)
+    console.print(table)
 
 
 def print_status(console: Console, database_url: str, as_of: datetime | None = None,
