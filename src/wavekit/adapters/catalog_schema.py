@@ -617,3 +617,21 @@ def validate_document(doc: Any, problems: list[Problem]) -> Validated:
             if model is not None:
                 getattr(out, section).append((model, raw))
     return out
+
+
+class _HealthOnly(BaseModel):
+    model_config = STRICT
+    health: Annotated[dict[Annotated[str, BeforeValidator(_check_name)], CheckOverride],
+                      BeforeValidator(_health)] = {}
+
+
+def health_overrides(value: Any, *, where: str = "health") -> dict[str, Any]:
+    """A `health:` mapping checked exactly as the catalog checks it (names, settings, bounds),
+    as wavekit.domain.health.checks_for reads it. Raises ValueError with one line a problem."""
+    try:
+        model = _HealthOnly.model_validate({"health": value})
+    except ValidationError as exc:
+        lines = [f"{where}." + ".".join(str(p) for p in err["loc"][1:]) + f": {err['msg']}"
+                 for err in exc.errors()]
+        raise ValueError("; ".join(lines)) from None
+    return {name: o.as_override() for name, o in model.health.items()}

@@ -398,6 +398,17 @@ def ingest_telemetry(
 
     Example: ingest_telemetry("sqlite:///wavekit.db", ["usage.csv", "tickets.json"])
     """
+    with session_scope(database_url) as s:
+        batches = _validated(s, paths, source=source, kind=kind, limits=limits)
+        counts = _store(s, batches)
+        audit.record(s, "telemetry_ingested", source=source or ", ".join(
+            sorted({src for _, src, _ in batches})), rows=counts)
+    return counts
+
+
+def _validated(session: Session, paths: Any, *, source: str, kind: str | None,
+               limits: Limits | None) -> list[tuple[str, str, pd.DataFrame]]:
+    """(kind, source, stored-encoding rows) per file; raises TelemetryInvalid on any problem."""
     problems: list[Problem] = []
     batches: list[tuple[str, str, pd.DataFrame]] = []
     if limits is None:
@@ -405,25 +416,49 @@ def ingest_telemetry(
             limits = Limits.from_env()
         except ValueError as exc:
             raise TelemetryInvalid([Problem("environment", None, "limits", str(exc))]) from None
+    known = _known(session)
+    for given, path in _as_path_list(paths):
+        k = given or kind or kind_from_name(path)
+        if k not in KINDS:
+            problems.append(Problem(path.name, None, "kind",
+                                    f"cannot tell the kind from {k or path.name!r}; "
+                                    f"name it one of {', '.join(KINDS)}"))
+            continue
+        df = _read_file(path, k, problems, limits)
+        if df is not None:
+            batches.append((k, source or path.name, _validate(k, df, path.name, known,
+                                                              problems)))
+    if problems:
+        raise TelemetryInvalid(problems)
+    return batches
+
+
+def telemetry_files(directory: Path) -> list[Path]:
+    """The telemetry files in `directory` (by name: usage.csv, tickets.jsonl, ...)."""
+    if not directory.is_dir():
+        raise TelemetryInvalid([Problem(str(directory), None, "path", "not a directory")])
+    found = sorted(p for p in directory.iterdir() if p.is_file() and kind_from_name(p))
+    if not found:
+        raise TelemetryInvalid([Problem(str(directory), None, "path",
+                                        "holds no telemetry file (usage.csv, tickets.csv, "
+                                        "exceptions.csv, exports.csv, assignments.csv)")])
+    return found
+
+
+def read_telemetry(database_url: str, paths: Any, *, limits: Limits | None = None
+                   ) -> TelemetryFrames:
+    """Validate telemetry files exactly as ingest does and return them as frames, storing
+    nothing: what replay judges recorded telemetry from. Raises TelemetryInvalid."""
     with session_scope(database_url) as s:
-        known = _known(s)
-        for given, path in _as_path_list(paths):
-            k = given or kind or kind_from_name(path)
-            if k not in KINDS:
-                problems.append(Problem(path.name, None, "kind",
-                                        f"cannot tell the kind from {k or path.name!r}; "
-                                        f"name it one of {', '.join(KINDS)}"))
-                continue
-            df = _read_file(path, k, problems, limits)
-            if df is not None:
-                batches.append((k, source or path.name, _validate(k, df, path.name, known,
-                                                                  problems)))
-        if problems:
-            raise TelemetryInvalid(problems)
-        counts = _store(s, batches)
-        audit.record(s, "telemetry_ingested", source=source or ", ".join(
-            sorted({src for _, src, _ in batches})), rows=counts)
-    return counts
+        batches = _validated(s, paths, source="", kind=None, limits=limits)
+        privileged = frozenset(s.exec(select(Entitlement.key)
+                                      .where(Entitlement.privileged == True)))  # noqa: E712
+    frames = {}
+    for k in KINDS:
+        parts = [rows for kind, _, rows in batches if kind == k and not rows.empty]
+        frames[k] = _from_samples(k, pd.concat(parts, ignore_index=True) if parts
+                                  else pd.DataFrame())
+    return TelemetryFrames.build(privileged=privileged, **frames)
 
 
 def ingest_frame(database_url: str, kind: str, df: pd.DataFrame, *, source: str = "") -> int:

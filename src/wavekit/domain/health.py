@@ -40,6 +40,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from wavekit.domain.states import PackageState
+
 
 class Verdict(StrEnum):
     PASSED = "passed"
@@ -220,3 +222,29 @@ def assess_health(checks: Iterable[HealthCheck],
                               f"(limit {check.inconclusive_limit}): a human must decide",
                               check=check.name)
     return Assessment(None, "no check past its limits")
+
+
+def watch_action(assessment: Assessment, state: PackageState, *, rollback_on_anomaly: bool,
+                 new_anomaly: bool, watch_over: bool) -> str:
+    """What a tick's assessment means for the package (pure; one rule for every tick).
+
+    A failure past its limit rolls back, unless it is an anomaly, which contains (or rolls
+    back with `rollback_on_anomaly`); a contained package is only contained again for a new
+    anomaly. Errors and inconclusive results past their limits stop the package for a human
+    (Needs tuning), and the watch passes at its end; neither happens while contained, where
+    a human has it already.
+    """
+    v = assessment.verdict
+    if v == Verdict.FAILED:
+        if assessment.anomaly and not rollback_on_anomaly:
+            if state == PackageState.CONTAINED and not new_anomaly:
+                return "continue"
+            return "contain"
+        return "rollback"
+    if state == PackageState.CONTAINED:
+        return "continue"
+    if v == Verdict.INCONCLUSIVE:
+        return "inconclusive"
+    if v == Verdict.ERROR:
+        return "error"
+    return "stable" if watch_over else "continue"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 
 from wavekit.present.quiet import quiet_prefect
 
@@ -401,6 +402,87 @@ def telemetry(ctx: typer.Context,
         _fail_invalid(exc)  # type: ignore[arg-type]
         return
     console.print("[green]✓ loaded[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+WHEN_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+
+
+def _setting(text: str) -> tuple[str, str, Any]:
+    """CHECK.SETTING=VALUE -> (check, setting, value); the value is read as JSON when it can
+    be (3, 0.5, false), else kept as text, and checked later as the catalog checks it."""
+    import json
+
+    name, eq, raw = text.partition("=")
+    check, dot, setting = name.strip().partition(".")
+    if not eq or not dot or not check or not setting:
+        _error(f"--set {text!r}: write CHECK.SETTING=VALUE, e.g. ticket_noise.threshold=3")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw.strip()
+    return check, setting.strip(), value
+
+
+@app.command("replay")
+def replay(ctx: typer.Context,
+           package_key: str = typer.Argument(..., metavar="PACKAGE", help="Package key."),
+           telemetry_dir: Path | None = typer.Option(
+               None, "--telemetry", metavar="DIR",
+               help="Recorded telemetry files (default: the store's telemetry)."),
+           start: datetime | None = typer.Option(
+               None, "--from", metavar="WHEN", formats=WHEN_FORMATS,
+               help="Deployed at, UTC unless an offset is given (default: the first day "
+               "with a 28-day baseline)."),
+           end: datetime | None = typer.Option(None, "--to", metavar="WHEN",
+                                               formats=WHEN_FORMATS,
+                                               help="Replay up to (default: end of the watch)."),
+           settings: list[str] = typer.Option(
+               None, "--set", metavar="CHECK.SETTING=VALUE",
+               help="Try another health setting (repeatable): ticket_noise.threshold=3."),
+           out: Path | None = typer.Option(None, "--report", metavar="FILE",
+                                           help="Also write the Markdown report here."),
+           database_url: str | None = DbOption) -> None:
+    """Replay a package's health checks over recorded telemetry, as if deployed on a day:
+    what each check would have said, and whether the watch would have rolled it back. No
+    target is touched and nothing is written (but the report, if asked).
+
+    Example: wavekit replay hr-case-intake-specialist --set ticket_noise.threshold=3
+    """
+    from wavekit.adapters.telemetry import TelemetryInvalid
+    from wavekit.present.replay_report import MARKS, render_replay_report
+    from wavekit.workflow.replay import ReplayRefused
+    from wavekit.workflow.replay import replay as run_replay
+
+    overrides: dict[str, dict[str, Any]] = {}
+    for text in settings or []:
+        check, setting, value = _setting(text)
+        overrides.setdefault(check, {})[setting] = value
+    rt = _runtime(ctx, database_url)
+    try:
+        result = run_replay(rt, package_key, telemetry_dir=telemetry_dir, deployed_at=start,
+                            until=end, settings=overrides)
+    except TelemetryInvalid as exc:
+        _fail_invalid(exc)  # type: ignore[arg-type]
+        return
+    except ReplayRefused as exc:
+        _error(str(exc))
+    table = Table("day", "date", *[c.name for c in result.checks],
+                  title=f"Replay of {package_key} from {result.deployed_at:%Y-%m-%d %H:%M} UTC",
+                  title_justify="left")
+    first = result.deployed_at.date()
+    for day, verdicts in result.days():
+        table.add_row(str((day - first).days + 1), day.isoformat(),
+                      *[MARKS[verdicts[c.name]] if c.name in verdicts else "·"
+                        for c in result.checks])
+    console.print(table)
+    when = f" at {result.decided_at:%Y-%m-%d %H:%M} UTC" if result.decided_at else ""
+    console.print(f"[bold]{result.outcome}[/bold]{when}: {escape(result.reason)}")
+    if result.failing_checks:
+        console.print("failed at least once: " + ", ".join(result.failing_checks))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_replay_report(result, rt.database_url), encoding="utf-8")
+        console.print(f"wrote {out}")
 
 
 @app.command("report")

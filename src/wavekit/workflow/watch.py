@@ -49,6 +49,7 @@ from wavekit.domain.health import (
     is_due,
     measurement_window,
     next_due,
+    watch_action,
 )
 from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan
@@ -85,32 +86,6 @@ class TickOutcome:
     identities: frozenset[str] = frozenset()  # contain: the members the anomaly names
     checks: tuple[str, ...] = ()  # contain: the anomaly checks that failed
     as_of: datetime | None = None
-
-
-def watch_action(assessment: Assessment, state: PackageState, *, rollback_on_anomaly: bool,
-                 new_anomaly: bool, watch_over: bool) -> str:
-    """What a tick's assessment means for the package (pure; one rule for every tick).
-
-    A failure past its limit rolls back, unless it is an anomaly, which contains (or rolls
-    back with `rollback_on_anomaly`); a contained package is only contained again for a new
-    anomaly. Errors and inconclusive results past their limits stop the package for a human
-    (Needs tuning), and the watch passes at its end; neither happens while contained, where
-    a human has it already.
-    """
-    v = assessment.verdict
-    if v == Verdict.FAILED:
-        if assessment.anomaly and not rollback_on_anomaly:
-            if state == S.CONTAINED and not new_anomaly:
-                return "continue"
-            return "contain"
-        return "rollback"
-    if state == S.CONTAINED:
-        return "continue"
-    if v == Verdict.INCONCLUSIVE:
-        return "inconclusive"
-    if v == Verdict.ERROR:
-        return "error"
-    return "stable" if watch_over else "continue"
 
 
 def releases_due(rt: Runtime, as_of: datetime) -> list[int]:
