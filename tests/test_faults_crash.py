@@ -3,7 +3,7 @@ rollback on the real SCIM server and on slapd, re-run, and check the directory w
 independent read: exactly the intended grants after deploy, exactly the prior bundle after
 rollback, no duplicate members, and the audit chain intact (`wavekit audit verify`).
 
-WAVEKIT_FAULT_KILLS        kills per directory (half in the deploy, half in the rollback); default 20
+WAVEKIT_FAULT_KILLS        kills per directory (half in the deploy, half in rollback); default 20
 WAVEKIT_FAULT_CRASH_MEMBERS members of the package; default 1500 (the kill lands mid-batch)
 WAVEKIT_FAULT_SEED         seed of the kill moments; default 7
 """
