@@ -377,3 +377,36 @@ def test_report_file_names_cannot_leave_their_directory(tmp_path) -> None:
         _inside(tmp_path, "../../outside/EVIL.md")
     assert rollback_filename(Release(id=1, package_key="finance-month-end-operator")) == \
         "rollback-finance-month-end-operator-1.md"
+
+
+# ------------------------------------------------------------------ package-wide health settings
+
+
+def test_the_documented_package_wide_health_settings_are_accepted(tmp_path) -> None:
+    from wavekit.adapters.catalog import write_catalog
+    from wavekit.adapters.store.packages import load_package_view
+    from wavekit.domain.containment import containment_scope
+
+    root = _catalog(tmp_path, (FOCUS, FOCUS + "    health: {containment: package, "
+                                             "rollback_on_anomaly: true, "
+                                             "ticket_noise: {threshold: 3}}\n"))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with session_scope(url) as s:
+        write_catalog(s, load_catalog(root), source=str(root))
+    with session_scope(url) as s:
+        health = load_package_view(s, "finance-month-end-operator").health
+    assert health == {"containment": "package", "rollback_on_anomaly": True,
+                      "ticket_noise": {"threshold": 3}}
+    assert containment_scope(health) == "package"
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ("containment: all", "health.containment: 'all' is not one of identities, package"),
+    ('rollback_on_anomaly: "no"', "health.rollback_on_anomaly: 'no' is not true or false"),
+])
+def test_a_wrong_package_wide_health_setting_is_one_problem(tmp_path, setting: str,
+                                                            said: str) -> None:
+    root = _catalog(tmp_path, (FOCUS, FOCUS + f"    health: {{{setting}}}\n"))
+    p = _one(root)
+    assert (p.file, p.line) == ("packages.yaml", _line(root, "    health: {"))
+    assert p.field.startswith(FIN) and said in p.message

@@ -28,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -36,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from wavekit.adapters.problems import Problem, show
 from wavekit.adapters.safe_yaml import LineDict, LineList
+from wavekit.domain.containment import SCOPES
 from wavekit.domain.health import DEFAULT_CHECKS, HealthCheck
 from wavekit.domain.states import PackageState
 
@@ -313,9 +315,33 @@ class _Off(CheckOverride):
 
 _OFF = _Off.model_construct()
 
+# Package-wide settings under `health:` beside the checks (wavekit.domain.containment and
+# health.watch_action read them).
+PACKAGE_HEALTH_SETTINGS = ("containment", "rollback_on_anomaly")
+
+
+class _PackageSetting(CheckOverride):
+    """A package-wide health setting, carried in the health mapping as checks_for expects."""
+
+    _value: Any = PrivateAttr(default=None)
+
+    def as_override(self) -> Any:
+        return self._value
+
+
+def _package_setting(name: str, value: Any) -> _PackageSetting:
+    if name == "containment" and (not isinstance(value, str) or value not in SCOPES):
+        raise _fail("choice", f"health.containment: {show(value)} is not one of "
+                    f"{', '.join(SCOPES)}")
+    if name == "rollback_on_anomaly" and not isinstance(value, bool):
+        raise _fail("bool", f"health.rollback_on_anomaly: {show(value)} is not true or false")
+    setting = _PackageSetting.model_construct()
+    setting._value = value
+    return setting
+
 
 def _check_name(value: Any) -> Any:
-    if isinstance(value, str) and value in CHECK_NAMES:
+    if isinstance(value, str) and (value in CHECK_NAMES or value in PACKAGE_HEALTH_SETTINGS):
         return value
     near = difflib.get_close_matches(str(value), CHECK_NAMES, n=1, cutoff=0.7)
     hint = f"did you mean {near[0]!r}? " if near else ""
@@ -327,7 +353,9 @@ def _health(value: Any) -> Any:
     if value is None:
         return {}
     if isinstance(value, dict):
-        return {k: (_OFF if v is False else {} if v is True else v) for k, v in value.items()}
+        return {k: (_package_setting(k, v) if k in PACKAGE_HEALTH_SETTINGS
+                    else _OFF if v is False else {} if v is True else v)
+                for k, v in value.items()}
     return value
 
 
