@@ -443,3 +443,25 @@ def test_a_stable_package_contained_overnight_is_restored_to_stable(env: Env) ->
         release = s.get(Release, rid)
         assert as_utc(release.analysis_from) == D0 + 21 * DAY
         assert not rollout.release_failing(s, release)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_restore_from_the_ui_deployment_names_who_asked(env: Env) -> None:
+    from flows.containment import restore_contained
+    from wavekit.workflow.runtime import runtime_override
+
+    contained(env)
+    with runtime_override(lambda: env.rt):
+        refused = restore_contained(FIN, requested_by=" ", return_state=True)
+        assert refused.is_failed() and "requested_by is required" in refused.message
+        assert env.state(FIN) == "contained"
+        state = restore_contained(FIN, requested_by="rm-alex", reason="export approved",
+                                  return_state=True)
+        assert state.is_completed(), state.message
+        again = restore_contained(FIN, requested_by="rm-alex", return_state=True)
+        assert again.is_failed() and "nothing to restore" in again.message
+    assert env.grants(FIN) == DEPLOYED[FIN] and env.state(FIN) == "watching"
+    with session_scope(env.url) as s:
+        [event] = audit.events(s, package_key=FIN, action="containment_restored")
+        assert event.actor == "rm-alex"
