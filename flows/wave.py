@@ -208,7 +208,12 @@ def _end(rt: Runtime, package_key: str, wave: int | None) -> State:
 def roll_out_package(package_key: str, wave: int | None = None,
                      triggered_by: str | None = None, wait_for_owner: bool = True) -> State:
     """Stage, hand off, check, deploy and start watching one role package."""
-    rt = current_runtime()
+    with current_runtime() as rt:  # closes the target this run opened
+        return _roll_out(rt, package_key, wave, triggered_by, wait_for_owner)
+
+
+def _roll_out(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | None,
+              wait_for_owner: bool) -> State:
     log = get_run_logger()
     staged = stage(rt, package_key, wave, triggered_by)
     if staged.skipped:
@@ -293,7 +298,12 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
 
     dry_run stages nothing and writes nothing: it publishes each package's plan and gates.
     """
-    rt = current_runtime()
+    with current_runtime() as rt:  # closes the target this run opened
+        return _release(rt, wave, dry_run, packages, triggered_by, wait_for_owners)
+
+
+def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
+             triggered_by: str | None, wait_for_owners: bool) -> dict[str, str]:
     schedule = plan_wave_order(rt.database_url, wave, packages)
     if dry_run:
         rows = rollout.dry_run_wave(rt, wave, list(schedule))
@@ -337,7 +347,12 @@ def verify(rt: Runtime, release_id: int, written: tuple[int, int]
 def rollback_package(package_key: str, reason: str = "manual rollback by a release manager",
                      release_id: int | None = None, actor: str = "wavekit") -> dict[str, Any]:
     """Restore the prior bundle of a package's release exactly, verify it, record it."""
-    rt = current_runtime()
+    with current_runtime() as rt:  # closes the target this run opened
+        return _roll_back(rt, package_key, reason, release_id, actor)
+
+
+def _roll_back(rt: Runtime, package_key: str, reason: str, release_id: int | None,
+               actor: str) -> dict[str, Any]:
     rid = rollback_domain.find_release(rt, package_key, release_id)
     rollback_domain.begin_rollback(rt, rid, reason, actor)
     outcome = verify(rt, rid, restore(rt, rid))

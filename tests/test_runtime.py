@@ -46,3 +46,23 @@ def test_an_override_applies_in_its_context_only(tmp_path: Path, monkeypatch) ->
         other.join()
     assert seen == [False]  # a thread that was not handed the context builds its own
     assert current_runtime() is not marked
+
+
+def test_every_flow_run_closes_the_target_it_opened(tmp_path: Path, monkeypatch) -> None:
+    # Each flow builds its runtime (and so its target connection) per run: a wave's package
+    # runs, rollbacks, watch ticks and the nightly run must each close theirs, or a
+    # long-lived worker leaks a connection per run.
+    import ast
+
+    from wavekit.project import project_dir
+
+    opened_without_with = []
+    for path in sorted((project_dir() / "flows").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "current_runtime"):
+                parents = [w for w in ast.walk(tree) if isinstance(w, ast.With)
+                           and any(item.context_expr is node for item in w.items)]
+                if not parents:
+                    opened_without_with.append(f"{path.name}:{node.lineno}")
+    assert opened_without_with == []
