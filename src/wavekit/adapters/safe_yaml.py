@@ -47,14 +47,14 @@ class YamlRefused(yaml.MarkedYAMLError):
         return where + self.reason
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping that remembers its own line and the line of each key (1-based)."""
 
     line: int = 0
     key_lines: dict[Any, int]
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence that remembers its own line and the line of each item (1-based)."""
 
     line: int = 0
@@ -121,7 +121,7 @@ def _check_graph(root: Node, max_aliases: int) -> None:
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 
 
-class SafeLineLoader(_Base):  # type: ignore[misc, valid-type]
+class SafeLineLoader(_Base):  # type: ignore[misc]
     """yaml.SafeLoader (libyaml when present) with line numbers and the checks above."""
 
     max_aliases = 50

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,6 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'wavekit.db'}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment, with explicit overrides winning."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

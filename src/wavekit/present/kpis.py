@@ -7,12 +7,11 @@ Deploy confidence is the model in CONFIDENCE_MODEL: weighted facts, never the pr
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlmodel import Session, func, or_, select
+from sqlmodel import Session, col, func, or_, select
 
 from wavekit.adapters.catalog import IDENTITY_COLUMNS
 from wavekit.adapters.store.drills import drill_records
@@ -269,7 +268,7 @@ def _history(key: str, releases: list[Release], failed_checks: int,
 
 
 def _median(values: list[timedelta]) -> timedelta | None:
-    return statistics.median(values) if values else None
+    return pd.Series(values).median().to_pytimedelta() if values else None
 
 
 # ------------------------------------------------------------------ reading the store
@@ -306,7 +305,8 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     open_tasks = session.exec(
         select(func.count()).select_from(MaintenanceTask).where(
             MaintenanceTask.opened_at <= as_of,
-            or_(MaintenanceTask.closed_at == None, MaintenanceTask.closed_at > as_of))  # noqa: E711
+            or_(col(MaintenanceTask.closed_at).is_(None),
+                col(MaintenanceTask.closed_at) > as_of))
     ).one()
 
     # coverage health
@@ -345,8 +345,8 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
 
     # timings: from the owner handoff request (or staging) over the period
     requested = dict(session.exec(select(Approval.release_id, func.min(Approval.requested_at))
-                                  .group_by(Approval.release_id)).all())
-    start = {r.id: as_utc(requested.get(r.id) or r.started_at) for r in releases}
+                                  .group_by(col(Approval.release_id))).all())
+    start = {r.id: as_utc(requested.get(r.id or 0) or r.started_at) for r in releases}
     deploy_times = [as_utc(r.deployed_at) - start[r.id] for r in releases
                     if r.deployed_at is not None and as_utc(r.deployed_at) > since]
     stable_times = [as_utc(r.stable_at) - start[r.id] for r in releases

@@ -104,9 +104,11 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
     quiet_prefect()
     params: dict[str, Any] = {"wave": wave, "packages": packages, "triggered_by": who}
     if api and served_deployment(RELEASE_DEPLOYMENT):
+        from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
 
         run = run_deployment(RELEASE_DEPLOYMENT, parameters=params, timeout=0)
+        assert isinstance(run, FlowRun)  # sync context: Prefect's dual API returned the run
         console.print(f"Wave {wave} started on the Prefect server as run [bold]{run.name}"
                       f"[/bold] ({ui}/runs/flow-run/{run.id}); following it here. Ctrl-C "
                       "stops following, not the wave.")

@@ -622,7 +622,7 @@ def operations_focus(session: Session, as_of: datetime) -> list[dict[str, Any]]:
     for e in _events(session, actions=["rollback_verified"]):
         rid = e.release_id
         if not e.detail.get("equal") and rid is not None and latest.get(e.package_key or "") == rid:
-            items.append({"kind": "rollback_unproven", "package": packages.get(e.package_key),
+            items.append({"kind": "rollback_unproven", "package": packages.get(e.package_key or ""),
                           "since": e.at, "reason": f"{len(e.detail.get('mismatched') or [])} "
                           "grant(s) differ from the prior bundle after rollback",
                           "gates": []})
@@ -718,8 +718,9 @@ def dashboard_context(session: Session, as_of: datetime, selected: str | None = 
     compute_kpis (`kpi_options` go to it), the same source as `wavekit status`."""
     kpis = compute_kpis(session, as_of, **kpi_options)
     packages = {p.key: p for p in session.exec(select(RolePackage))}
-    rows = [{"row": row, "pkg": packages[row.key], "wave_label": _wave_label(packages[row.key]),
-             "confidence": row.confidence} for row in kpis.packages]
+    rows: list[dict[str, Any]] = [
+        {"row": row, "pkg": packages[row.key], "wave_label": _wave_label(packages[row.key]),
+         "confidence": row.confidence} for row in kpis.packages]
     lead = _lead(kpis, rows)
     chosen = selected if selected in packages else (lead["pkg"].key if lead else None)
     if selected and selected not in packages:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.models import PackageEntitlement, PackageMember, RolePackage
 from wavekit.adapters.store.packages import load_package_view, package_keys_in_wave
 from wavekit.domain.clock import utcnow
@@ -42,7 +43,7 @@ def print_wave_plan(console: Console, rt: Runtime, wave: int) -> None:
     console.print(f"[dim]Plan only: nothing was written to {rt.target.name}.[/dim]")
 
 
-def status_rows(database_url: str) -> list[dict]:
+def status_rows(database_url: str) -> list[dict[str, Any]]:
     """One row per package: wave, counts, risk and state, ordered by wave then key."""
     with session_scope(database_url) as s:
         members = dict(s.exec(select(PackageMember.package_key, func.count())
@@ -113,17 +114,17 @@ def print_status(console: Console, database_url: str, as_of: datetime | None = N
         kpis.add_row(label, value)
     console.print(kpis)
     table = Table(title="Role packages", title_justify="left")
-    for col, just in (("wave", "right"), ("package", "left"), ("members", "right"),
-                      ("entitlements", "right"), ("risk", "left"), ("state", "left"),
-                      ("reason", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name, just in (("wave", "right"), ("package", "left"), ("members", "right"),
+                       ("entitlements", "right"), ("risk", "left"), ("state", "left"),
+                       ("reason", "left")):
+        table.add_column(name, justify=just)  # type: ignore[arg-type]
     for r in status_rows(database_url):
         table.add_row(str(r["wave"] or "—"), r["name"], str(r["members"]),
                       str(r["entitlements"]), r["risk"], r["state"], r["reason"])
     console.print(table)
 
 
-def release_summary(database_url: str, wave: int) -> list[dict]:
+def release_summary(database_url: str, wave: int) -> list[dict[str, Any]]:
     """Per package of `wave`: state, what its latest release wrote, checks run, rollback proof."""
     from wavekit.adapters.store import audit
     from wavekit.adapters.store.models import HealthCheckResult, Release
@@ -131,9 +132,9 @@ def release_summary(database_url: str, wave: int) -> list[dict]:
     out = []
     with session_scope(database_url) as s:
         for key in package_keys_in_wave(s, wave):
-            pkg = s.get(RolePackage, key)
+            pkg = get_one(s, RolePackage, key)
             rel = s.exec(select(Release).where(Release.package_key == key)
-                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+                         .order_by(col(Release.id).desc())).first()
             checks = s.exec(select(func.count()).select_from(HealthCheckResult)
                             .where(HealthCheckResult.package_key == key)).one()
             proofs = audit.events(s, package_key=key, action="rollback_verified")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -28,7 +29,7 @@ __all__ = ["StoreNotReady", "get_engine", "raw_engine", "reset_store", "session_
 def raw_engine(url: str) -> Engine:
     """The engine for a store URL, creating the SQLite file's directory; no schema check."""
     parsed = make_url(url)
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+Row = TypeVar("Row")
+
+
+class RowMissing(LookupError):
+    """A row the caller knows must exist is not in the store (deleted under it, or a bug)."""
+
+
+def get_one(session: Session, model: type[Row], key: Any) -> Row:
+    """`session.get` for a row that must exist: the row, or RowMissing naming it."""
+    row = session.get(model, key)
+    if row is None:
+        raise RowMissing(f"no {model.__name__} {key!r} in the store")
+    return row
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -280,7 +281,7 @@ def migration_connection(url: str) -> Iterator[Connection]:
         with raw_engine(url).connect() as conn, conn.begin():
             yield conn
         return
-    kwargs: dict = {"poolclass": NullPool}
+    kwargs: dict[str, Any] = {"poolclass": NullPool}
     if sqlite:
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +342,7 @@ def recognise(conn: Connection) -> tuple[str | None, list[str]]:
 
 
 @lru_cache(maxsize=16)
-def _revision_shape(revision: str, _locations: tuple[str, ...]) -> dict[str, dict]:
+def _revision_shape(revision: str, _locations: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     engine = create_engine("sqlite://")  # the revision's schema, built in memory
     try:
         with engine.connect() as conn, conn.begin():
@@ -351,9 +352,9 @@ def _revision_shape(revision: str, _locations: tuple[str, ...]) -> dict[str, dic
         engine.dispose()
 
 
-def _shape(conn: Connection) -> dict[str, dict]:
+def _shape(conn: Connection) -> dict[str, dict[str, Any]]:
     insp = inspect(conn)
-    shape: dict[str, dict] = {}
+    shape: dict[str, dict[str, Any]] = {}
     for table in insp.get_table_names():
         if table == VERSION_TABLE:
             continue
@@ -366,7 +367,7 @@ def _shape(conn: Connection) -> dict[str, dict]:
     return shape
 
 
-def _differences(found: dict[str, dict], wanted: dict[str, dict]) -> list[str]:
+def _differences(found: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]) -> list[str]:
     out = [f"table {t} is missing" for t in sorted(wanted.keys() - found.keys())]
     out += [f"there is a table {t}" for t in sorted(found.keys() - wanted.keys())]
     for t in sorted(wanted.keys() & found.keys()):

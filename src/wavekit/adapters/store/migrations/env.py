@@ -9,6 +9,7 @@ else alembic.ini's `sqlalchemy.url` (a scratch SQLite file).
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.types import TypeDecorator
@@ -33,7 +34,7 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     return False
 
 
-OPTIONS = {
+OPTIONS: dict[str, Any] = {
     "target_metadata": target_metadata,
     "version_table": VERSION_TABLE,
     # SQLite alters tables by copying them ("batch mode"); on PostgreSQL batch
