@@ -21,17 +21,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.bundles import restrict
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage, Suspension
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
 from wavekit.domain.containment import containment_scope, plan_suspension, who_to_suspend
-from wavekit.domain.grants import GrantSet
+from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.states import DEPLOYED, PackageState
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.runtime import Runtime
@@ -107,12 +107,12 @@ def contain(rt: Runtime, release_id: int, reason: str, identities: Collection[st
     """Suspend the grants at risk now and move the package to Contained (see the module)."""
     now = as_utc(as_of) if as_of else rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         view = load_package_view(s, pkg.key)
         state = S(pkg.state)
         scope = containment_scope(view.health)
-        already: set = set()
+        already: set[Grant] = set()
         for row in suspensions.suspensions(s, release_id, active_only=True):
             already |= suspensions.suspended_grants(s, row.id)
     who = who_to_suspend(view, identities, scope)
@@ -121,7 +121,7 @@ def contain(rt: Runtime, release_id: int, reason: str, identities: Collection[st
     outcome = ContainOutcome(view.key, release_id, reason, scope,
                              frozenset(g.identity for g in grants) or who, grants)
     with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, view.key)
+        pkg = get_one(s, RolePackage, view.key)
         state = S(pkg.state)
         if state not in DEPLOYED:
             raise LookupError(f"{view.key} is {state.label}: nothing live to contain")
@@ -159,7 +159,7 @@ def apply_pending(rt: Runtime, release_id: int, at: datetime) -> int:
         if grants:
             removed += rt.target.apply([], grants, batch_size=rt.settings.batch_size).removed
         with session_scope(rt.database_url) as s:
-            row = s.get(Suspension, sid)
+            row = get_one(s, Suspension, sid)
             row.applied_at = at
             audit.record(s, "grants_suspended", package_key=row.package_key,
                          release_id=release_id, at=at, suspension_id=sid,
@@ -177,11 +177,12 @@ def restore(rt: Runtime, package_key: str, *, actor: str = "release manager",
         if pkg is None or S(pkg.state) != S.CONTAINED:
             state = S(pkg.state).label if pkg else "not in the catalog"
             raise NotContained(f"{package_key} is {state}: nothing to restore")
-        rows = s.exec(select(Suspension).join(Release, Release.id == Suspension.release_id)
+        rows = s.exec(select(Suspension)
+                      .join(Release, col(Release.id) == col(Suspension.release_id))
                       .where(Suspension.package_key == package_key,
-                             Suspension.lifted_at == None,  # noqa: E711
-                             Release.rolled_back_at == None)  # noqa: E711
-                      .order_by(Suspension.id)).all()  # type: ignore[arg-type]
+                             col(Suspension.lifted_at).is_(None),
+                             col(Release.rolled_back_at).is_(None))
+                      .order_by(col(Suspension.id))).all()
         if not rows:
             raise NotContained(f"{package_key} has no suspended grants to restore")
         release_id, to_state = rows[0].release_id, S(rows[0].from_state)
@@ -201,8 +202,8 @@ def restore(rt: Runtime, package_key: str, *, actor: str = "release manager",
             raise RestoreUnproven(f"{len(missing)} suspended grant(s) of {package_key} did not "
                                   "read back after the restore")
         suspensions.lift(s, release_id, by=actor, reason=reason, at=now)
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, package_key)
         release.analysis_from = now  # a fresh analysis, as after an Argo retry
         if to_state == S.WATCHING:
             release.next_check_at = None  # due at the next tick
@@ -218,7 +219,7 @@ def roll_back(rt: Runtime, package_key: str, *, actor: str = "release manager",
               ) -> rollback_domain.RollbackOutcome:
     """Roll a contained package back to its release's prior bundle, without a flow run."""
     with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, package_key)
+        pkg = get_one(s, RolePackage, package_key)
         if pkg is None or S(pkg.state) != S.CONTAINED:
             state = S(pkg.state).label if pkg else "not in the catalog"
             raise NotContained(f"{package_key} is {state}, not contained")

@@ -3,7 +3,9 @@ when set up)."""
 
 from __future__ import annotations
 
-from wavekit.adapters.store.engine import session_scope
+from typing import Any
+
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.models import RolePackage
 from wavekit.domain.gates import GateResult
 from wavekit.workflow.containment import ContainOutcome
@@ -11,9 +13,9 @@ from wavekit.workflow.rollback import RollbackOutcome
 from wavekit.workflow.runtime import Runtime
 
 
-def _facts(rt: Runtime, package_key: str) -> dict:
+def _facts(rt: Runtime, package_key: str) -> dict[str, Any]:
     with session_scope(rt.database_url) as s:
-        pkg = s.get(RolePackage, package_key)
+        pkg = get_one(s, RolePackage, package_key)
         return {"package_key": pkg.key, "package_name": pkg.name, "wave": pkg.wave,
                 "owner_slack_id": pkg.owner_slack_id}
 

@@ -29,7 +29,9 @@ def record_suspension(session: Session, *, release_id: int, package_key: str, re
     return row
 
 
-def suspended_grants(session: Session, suspension_id: int) -> GrantSet:
+def suspended_grants(session: Session, suspension_id: int | None) -> GrantSet:
+    if suspension_id is None:  # not flushed yet: nothing stored under it
+        return frozenset()
     rows = session.exec(select(SuspendedGrant.identity, SuspendedGrant.entitlement)
                         .where(SuspendedGrant.suspension_id == suspension_id))
     return frozenset(Grant(i, e) for i, e in rows)
