@@ -204,3 +204,16 @@ def test_a_bad_stratification_column_and_an_unknown_named_member(tmp_path: Path)
     [problem] = err.value.problems
     assert problem.field == f"{PKG}.steps" and "'ghost' is named in a cohort" in \
         problem.message
+
+
+def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
+    from datetime import UTC, datetime
+
+    from wavekit.domain.retirement import RetirementFacts, retirement_due
+    from wavekit.domain.states import PackageState
+
+    at = datetime(2026, 4, 8, tzinfo=UTC)
+    facts = RetirementFacts(PackageState.WATCHING, has_legacy=True, retire_in_launch_window=True,
+                            deployed_at=at, cohort_complete=False)
+    assert retirement_due(facts, at) is None
+    assert retirement_due(RetirementFacts(**{**facts.__dict__, "cohort_complete": True}), at)

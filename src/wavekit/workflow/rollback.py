@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit, suspensions
+from wavekit.adapters.store import cohorts as cohort_store
 from wavekit.adapters.store.bundles import load_bundle, load_stored_values, restrict
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
 from wavekit.adapters.targets.base import Target, apply_restoring
+from wavekit.domain.cohorts import restrict_plan
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
@@ -76,8 +78,13 @@ def begin_rollback(rt: Runtime, release_id: int, reason: str, actor: str = "wave
 
 
 def _touched(s: Session, release_id: int, plan: Plan) -> GrantSet:
-    """What rollback puts back: the plan's touched grants and every grant suspended since."""
-    out = set(plan.touched)
+    """What rollback puts back: the plan's touched grants and every grant suspended since.
+
+    A stepped release touched only the members its steps took up: exactly their grants go
+    back, and a member of a later step is never written (whatever happened to them since).
+    """
+    granted = cohort_store.granted_members(s, release_id)
+    out = set(plan.touched if granted is None else restrict_plan(plan, granted).touched)
     for row in suspensions.suspensions(s, release_id):
         out |= suspensions.suspended_grants(s, row.id)
     return frozenset(out)
