@@ -194,3 +194,40 @@ def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:
                     ("cohort_abort", "rm-sam")]
     assert rollback[0].actor == "rm-sam" and "aborted by rm-sam at step 2/3" in \
         rollback[0].detail["reason"]
+
+
+@pytest.mark.slow
+def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    before = env.grants()
+    with approver(env.url):
+        release_wave(wave=1, packages=[FIN])
+    first = env.cohort(0)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "WAVEKIT_"))}
+    clean.update(WAVEKIT_DATABASE_URL=env.url, WAVEKIT_DATA_DIR=str(tmp_path / "data"),
+                 PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="160",
+                 PREFECT_SERVER_ANALYTICS_ENABLED="false")
+
+    def wavekit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "wavekit.present.cli", "cohort", *args],
+                              env=clean, capture_output=True, text=True, timeout=400,
+                              stdin=subprocess.DEVNULL)
+
+    nobody = wavekit("promote", FIN, "--as", " ")
+    assert nobody.returncode == 1 and "say who you are" in nobody.stderr
+    assert "Traceback" not in nobody.stderr + nobody.stdout
+    promoted = wavekit("promote", FIN, "--as", "rm-alex")
+    out = promoted.stdout + promoted.stderr
+    assert promoted.returncode == 0, out
+    assert "promoted by rm-alex from step 1/3" in out and "step 2/3, 21 of 42" in out, out
+    assert first < env.cohort(1) and env.holders() == env.cohort(1)
+    aborted = wavekit("abort", FIN, "--as", "rm-sam", "--reason", "ticket spike")
+    out = aborted.stdout + aborted.stderr
+    assert aborted.returncode == 0, out
+    assert "Traceback" not in out and env.state()[0] == "rolled_back"
+    assert env.grants() == before
+    again = wavekit("abort", FIN, "--as", "rm-sam")
+    assert again.returncode == 1 and "cannot abort" in again.stderr
