@@ -15,6 +15,7 @@ from flows.cohorts import CohortAction, cohort_action
 from flows.watch import watch_packages
 from flows.wave import release_wave
 from tests.support.flows import ScriptedMetrics, approver
+from tests.test_wave_targets import GROUPS, scim_example  # noqa: F401  (the SCIM fixture)
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -231,3 +232,35 @@ def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> N
     assert env.grants() == before
     again = wavekit("abort", FIN, "--as", "rm-sam")
     assert again.returncode == 1 and "cannot abort" in again.stderr
+
+
+@pytest.mark.slow
+def test_on_a_scim_server_steps_widen_and_a_failure_at_step_two_rolls_back_both(
+        loaded_store: str, request: pytest.FixtureRequest, monkeypatch) -> None:
+    monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    target, fresh = request.getfixturevalue("scim_example")
+    seed_target(target)
+    with session_scope(loaded_store) as s:
+        pkg = s.get(RolePackage, FIN)
+        pkg.rollout = STEPS
+        pkg.health = {"ticket_noise": {"interval_hours": 6, "failure_limit": 0}}
+    before = fresh().read_grants(GROUPS)
+    clock = ManualClock(utcnow().replace(microsecond=0))
+    e = Env(loaded_store, target, ScriptedMetrics(), clock)
+    settings = load_settings(database_url=loaded_store, batch_size=100)
+    with runtime_override(lambda: build_runtime(settings, target=target, metrics=e.metrics,
+                                                clock=clock)):
+        with approver(loaded_store):
+            release_wave(wave=1, packages=[FIN])
+        assert e.holders() == e.cohort(0) and len(e.cohort(0)) == 5
+        [row] = e.watch_at(e.hours_after_deploy(49))
+        assert row["action"] == "widen" and len(e.cohort(1)) == 21
+        granted, view = e.cohort(1), e.view()
+        live = fresh().read_grants(GROUPS)  # a new connection reads the widened cohort
+        assert {m for m in view.members
+                if all(Grant(m, x) in live for x in view.entitlements)} == granted
+        e.metrics.script[FIN] = lambda day: {"ticket_noise": 4.5 if day >= 2.5 else 1.0}
+        [row] = e.watch_at(e.hours_after_deploy(60))
+        assert row["action"] == "rollback" and e.state()[0] == "rolled_back"
+    after = fresh().read_grants(GROUPS)
+    assert after == before  # steps one and two restored; later members never written
