@@ -197,6 +197,47 @@ def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:
         rollback[0].detail["reason"]
 
 
+def test_a_widening_cut_off_mid_write_is_finished_by_the_next_watch_run(env: Env,
+                                                                          monkeypatch) -> None:
+    with approver(env.url):
+        release_wave(wave=1, packages=[FIN])
+    real_apply = env.target.apply
+    calls = {"n": 0}
+
+    def cut_off(adds, removes, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        some = sorted(adds)[: len(adds) // 2]
+        real_apply(some, [], **kw)  # half the step's writes land, then the process dies
+        raise ConnectionError("target went away mid-step")
+
+    monkeypatch.setattr(env.target, "apply", cut_off)
+    with pytest.raises(ConnectionError):
+        watch_packages(as_of=env.hours_after_deploy(49))
+    assert len(env.cohort(1)) == 21  # recorded before the write: a rollback would cover them
+    assert env.holders() < env.cohort(1)
+    monkeypatch.setattr(env.target, "apply", real_apply)
+    [row] = env.watch_at(env.hours_after_deploy(50))
+    assert row["action"] == "widen" and "finishing step 2/3" in row["reason"]
+    assert env.holders() == env.cohort(1) and len(env.cohort(2)) == 21
+    assert "step 2/3 · 50% (21 of 42 members): soaking 24 h" in env.state()[1]
+
+
+def test_the_cohort_action_deployment_asks_for_a_typed_action_and_who_acts() -> None:
+    import yaml
+    from prefect.utilities.callables import parameter_schema
+
+    from wavekit import project
+
+    spec = yaml.safe_load((project.project_dir() / "prefect.yaml").read_text())
+    [dep] = [d for d in spec["deployments"] if d["name"] == "cohort-action"]
+    fn = project.load_entrypoint(dep["entrypoint"])
+    schema = parameter_schema(fn).model_dump()
+    assert set(schema["required"]) == {"package_key", "action", "actor"}
+    assert "actor" not in dep["parameters"]  # no default anywhere: the UI form asks who acts
+    action = schema["definitions"]["CohortAction"]
+    assert action["enum"] == ["promote", "pause", "resume", "abort"]
+
+
 @pytest.mark.slow
 def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> None:
     import os
