@@ -127,6 +127,27 @@ def test_a_stepped_package_widens_step_by_step_on_healthy_checks(env: Env) -> No
                                                           action="cohort_step_deployed")]
     assert steps == ["step 1/3 · 10% (5 of 42 members)", "step 2/3 · 50% (21 of 42 members)",
                      "step 3/3 · 100% (42 of 42 members)"]
+    # The Prefect UI shows each step as a task run named for its cohort, and the progress.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    with get_client(sync_client=True) as client:
+        names = {t.name for t in client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="step ")))}
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"cohort-{FIN}"])))
+    assert {"deploy step 1/3 · 10% (5 of 42 members)",
+            "widen to step 2/3 · 50% (21 of 42 members)",
+            "widen to step 3/3 · 100% (42 of 42 members)"} <= names, names
+    assert {a.type for a in progress} == {"progress"}
+    assert {a.data for a in progress} >= {100 * 5 / 42, 100 * 21 / 42, 100.0}
+    assert any("step 3/3, 42 of 42 members granted" in (a.description or "")
+               for a in progress)
 
 
 def test_a_failure_at_step_two_rolls_back_exactly_steps_one_and_two(env: Env) -> None:
@@ -159,6 +180,18 @@ def test_a_failure_at_step_two_rolls_back_exactly_steps_one_and_two(env: Env) ->
         [proof] = audit.events(s, package_key=FIN, action="rollback_verified")
     assert proof.detail["touched_restored"] is True
     assert proof.detail["drift_outside"] == [list(by_hand)]  # reported, not "restored"
+    from wavekit.present.reports import render_rollback_report
+
+    report = render_rollback_report(env.url, env.release().id)
+    assert "step 2 of 3, with 21 of 42 members granted" in report
+    # Withdrawn: what the package added to its 21 members (not to all 42).
+    assert after ^ before == {by_hand}
+    with session_scope(env.url) as s:
+        from wavekit.present.reports import rollback_report_context
+
+        ctx = rollback_report_context(s, env.release().id)
+    adds_for_granted = {Grant(m, x) for m in granted for x in view.entitlements} - before
+    assert ctx["withdrawn"] == len(adds_for_granted) > 0
 
 
 def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:

@@ -154,7 +154,7 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
             readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
         proof = prove_restore(plan.prior, touched, readback)
         outcome = _record_proof(rt, release_id, plan, proof, re_granted, removed, round_,
-                                last=round_ == rounds)
+                                last=round_ == rounds, touched=len(touched))
         if outcome is not None:
             return outcome
         if round_ < rounds:
@@ -168,8 +168,8 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
 
 
 def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
-                  re_granted: int, removed: int, round_: int, *, last: bool
-                  ) -> RollbackOutcome | None:
+                  re_granted: int, removed: int, round_: int, *, last: bool,
+                  touched: int | None = None) -> RollbackOutcome | None:
     """Audit one read-back; mark the package Rolled back only when it is proven."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
@@ -178,7 +178,8 @@ def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
         audit.record(s, "rollback_verified", package_key=pkg.key, wave=pkg.wave,
                      release_id=release_id, at=now, prior_count=proof.prior_count,
                      readback_count=proof.readback_count, equal=proof.equal,
-                     touched=len(plan.touched), touched_restored=proof.touched_restored,
+                     touched=len(plan.touched) if touched is None else touched,
+                     touched_restored=proof.touched_restored,
                      re_granted=re_granted, removed=removed, round=round_,
                      mismatched=sorted(map(list, proof.mismatched)),
                      drift_outside=sorted(map(list, proof.drift_outside)))
