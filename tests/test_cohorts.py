@@ -21,6 +21,7 @@ from wavekit.domain.cohorts import (
     restrict_plan,
     rollout_from,
     selection_order,
+    soak_action,
     soak_hours,
     step_label,
 )
@@ -217,3 +218,17 @@ def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
                             deployed_at=at, cohort_complete=False)
     assert retirement_due(facts, at) is None
     assert retirement_due(RetirementFacts(**{**facts.__dict__, "cohort_complete": True}), at)
+
+
+@pytest.mark.parametrize(("action", "steps_left", "paused", "want"), [
+    ("stable", True, False, "widen"),
+    ("stable", True, True, "continue"),
+    ("stable", False, False, "stable"),  # the last step's watch window ends Stable
+    ("rollback", True, False, "rollback"),
+    ("contain", True, True, "contain"),
+    ("inconclusive", True, False, "inconclusive"),
+    ("continue", True, False, "continue"),
+])
+def test_a_passed_soak_widens_unless_paused(action: str, steps_left: bool, paused: bool,
+                                            want: str) -> None:
+    assert soak_action(action, steps_left=steps_left, paused=paused) == want

@@ -153,6 +153,15 @@ def next_step(rollout: Rollout, index: int) -> int | None:
     return index + 1 if index + 1 < len(rollout.steps) else None
 
 
+def soak_action(action: str, *, steps_left: bool, paused: bool) -> str:
+    """The watch's action for a stepped release: a soak that passes (the watch would call the
+    package Stable) widens it to its next step instead, unless a release manager paused it
+    (it waits, still watched). Every other action (continue, rollback, contain...) stands."""
+    if action != "stable" or not steps_left:
+        return action
+    return "continue" if paused else "widen"
+
+
 COHORT_ACTIONS = ("promote", "pause", "resume", "abort")
 
 

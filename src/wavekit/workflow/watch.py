@@ -37,7 +37,7 @@ from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import HealthCheckResult, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
-from wavekit.domain.cohorts import restrict_plan
+from wavekit.domain.cohorts import restrict_plan, soak_action
 from wavekit.domain.containment import SuspensionRecord, grants_at, suspended_at
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.health import (
@@ -90,16 +90,14 @@ class TickOutcome:
 
 
 def watch_action(assessment: Assessment, state: PackageState, *, rollback_on_anomaly: bool,
-                 new_anomaly: bool, watch_over: bool, steps_left: bool = False,
-                 paused: bool = False) -> str:
+                 new_anomaly: bool, watch_over: bool) -> str:
     """What a tick's assessment means for the package (pure; one rule for every tick).
 
     A failure past its limit rolls back, unless it is an anomaly, which contains (or rolls
     back with `rollback_on_anomaly`); a contained package is only contained again for a new
     anomaly. Errors and inconclusive results past their limits stop the package for a human
     (Needs tuning), and the watch passes at its end; neither happens while contained, where
-    a human has it already. A stepped release's soak that passes widens it to its next step
-    (unless a release manager paused it: it waits, still watched), never Stable.
+    a human has it already.
     """
     v = assessment.verdict
     if v == Verdict.FAILED:
@@ -114,8 +112,6 @@ def watch_action(assessment: Assessment, state: PackageState, *, rollback_on_ano
         return "inconclusive"
     if v == Verdict.ERROR:
         return "error"
-    if watch_over and steps_left:
-        return "continue" if paused else "widen"
     return "stable" if watch_over else "continue"
 
 
@@ -261,10 +257,11 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
             return _conclude(rt, release_id, action, assessment, measured, as_of, who,
                              tuple(c.name for c, _ in anomalies))
     assessment = _assess(rt, release_id, checks)
-    action = watch_action(assessment, state, rollback_on_anomaly=rollback_on_anomaly,
-                          new_anomaly=False, watch_over=as_of >= end,
-                          steps_left=steps is not None and steps.steps_left,
-                          paused=steps is not None and steps.paused)
+    action = soak_action(watch_action(assessment, state,
+                                      rollback_on_anomaly=rollback_on_anomaly,
+                                      new_anomaly=False, watch_over=as_of >= end),
+                         steps_left=steps is not None and steps.steps_left,
+                         paused=steps is not None and steps.paused)
     if action == "widen":
         assessment = Assessment(Verdict.PASSED, f"soak of step {steps.step + 1}/{steps.steps} "
                                 "passed")  # type: ignore[union-attr]
