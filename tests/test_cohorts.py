@@ -122,6 +122,9 @@ LIVE = {"stepped": True, "live": True, "step": 0, "steps": 3, "paused": False,
     ("abort", "rm-alex", {"live": False}, False, "no cohort on the target"),
     ("abort", "rm-alex", {"stepped": False}, False, "no rollout steps"),
     ("skip", "rm-alex", {}, False, "unknown action"),
+    ("promote", "rm-alex", {"watched": False, "state": "Contained"}, False,
+     "the package is Contained"),
+    ("abort", "rm-alex", {"watched": False, "state": "Contained"}, True, ""),
 ])
 def test_the_cohort_action_rule(action: str, actor: str, facts: dict, allowed: bool,
                                 why: str) -> None:

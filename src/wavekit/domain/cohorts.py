@@ -174,13 +174,14 @@ class ActionCheck:
 
 
 def check_action(action: str, actor: str, *, stepped: bool, live: bool, step: int | None,
-                 steps: int, paused: bool, widening: bool) -> ActionCheck:
+                 steps: int, paused: bool, widening: bool, watched: bool = True,
+                 state: str = "") -> ActionCheck:
     """The rule for promote / pause / resume / abort (pure: the CLI and the flow ask it).
 
     promote  widen to the next step now (skipping the rest of the soak); not at the last step
     pause    stop automatic widening; health checks keep running and can still roll back
     resume   let the soak end widen again
-    abort    roll back everything the package has granted so far
+    abort    roll back everything the package has granted so far (in any live state)
     """
     if action not in COHORT_ACTIONS:
         return ActionCheck(False, f"unknown action {action!r} (actions: "
@@ -194,6 +195,9 @@ def check_action(action: str, actor: str, *, stepped: bool, live: bool, step: in
         return ActionCheck(False, "the package has no cohort on the target (release it first)")
     if action == "abort":
         return ActionCheck(True)
+    if not watched:  # contained, or still deploying its first step: a human decides first
+        return ActionCheck(False, f"the package is {state or 'not watched'}: only a watched "
+                           "package is promoted, paused or resumed (abort still works)")
     if widening:
         return ActionCheck(False, "a step is being deployed right now; try again when it is "
                            "watched")

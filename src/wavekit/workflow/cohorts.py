@@ -302,7 +302,9 @@ def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str =
                              step=facts.step if facts else None,
                              steps=facts.steps if facts else 0,
                              paused=bool(facts and facts.paused),
-                             widening=bool(facts and facts.status == "deploying"))
+                             widening=bool(facts and facts.status == "deploying"),
+                             watched=S(pkg.state) in (S.WATCHING, S.NEEDS_TUNING),
+                             state=S(pkg.state).label)
         if not check.allowed:
             raise CohortActionRefused(f"cannot {action} {key}: {check.reason}")
         assert release is not None and facts is not None
