@@ -33,7 +33,7 @@ from wavekit.adapters.slack.notifier import announce_handoff
 from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import containment, notices, rollout, watch
+from wavekit.workflow import cohorts, containment, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import Runtime, current_runtime
@@ -243,9 +243,11 @@ def _roll_out(rt: Runtime, package_key: str, wave: int | None, triggered_by: str
             _, reason = rollout.package_state(rt, package_key)
             notices.notify_held(rt, package_key, reason, _run_url(rt))
             return _end(rt, package_key, wave)
-    deployed = deploy(rt, release_id, package_key,
-                      sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
+    step = cohorts.first_step_label(rt, package_key)  # a stepped package: its first cohort
+    deployed = deploy.with_options(task_run_name=f"deploy {step}" if step else "deploy")(
+        rt, release_id, package_key, sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
     log.info("%s deployed: +%d -%d", package_key, deployed.added, deployed.removed)
+    publish_cohort_progress(rt, package_key)
     after_tick(rt, watch_tick(rt, release_id, rt.clock.now()))
     return _end(rt, package_key, wave)
 
@@ -255,6 +257,8 @@ def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:
     actions = watch.next_actions(rt, tick)
     if actions.rollback:
         rollback_package(tick.package_key, tick.reason, release_id=tick.release_id)
+    if actions.widen:
+        widen_step(rt, tick.release_id, at=tick.as_of)
     if actions.contain:
         contain(rt, tick.release_id, tick.reason, tick.identities, tick.checks, tick.as_of)
     if actions.notify_hold:
@@ -262,6 +266,36 @@ def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:
     if actions.retire_legacy:
         retire_legacy(rt, tick.release_id)
     return actions
+
+
+@task(name="widen", cache_policy=NO_CACHE, tags=["wavekit-deploy"])
+def widen(rt: Runtime, release_id: int, actor: str, reason: str, at: datetime | None
+          ) -> cohorts.StepOutcome:
+    """Deploy a stepped package's next cohort: the plan restricted to its new members."""
+    return cohorts.widen(rt, release_id, actor=actor, reason=reason, at=at)
+
+
+def widen_step(rt: Runtime, release_id: int, actor: str = "wavekit",
+               reason: str = "soak passed", at: datetime | None = None
+               ) -> cohorts.StepOutcome:
+    """The widen task, named in the UI for the cohort it deploys, then the progress."""
+    label = cohorts.next_step_label(rt, release_id)
+    outcome = widen.with_options(task_run_name=f"widen to {label}")(rt, release_id, actor,
+                                                                    reason, at)
+    publish_cohort_progress(rt, outcome.package_key)
+    return outcome
+
+
+def publish_cohort_progress(rt: Runtime, package_key: str) -> None:
+    """A stepped package's progress artifact (members granted / total, current step) and its
+    steps as a table; nothing for a package without steps."""
+    view = cohorts.progress_view(rt, package_key)
+    if view is None:
+        return
+    create_progress_artifact(progress=view.percent, key=artifact_key("cohort", package_key),
+                             description=view.describe())
+    create_table_artifact(key=artifact_key("cohort", package_key, "steps"),
+                          table=list(view.rows), description=view.describe())
 
 
 @task(name="run-package", cache_policy=NO_CACHE)

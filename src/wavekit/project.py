@@ -61,5 +61,6 @@ def flow(name: str) -> Any:
     """A flow of flows/ by its function name (release_wave, rollback_package, ...)."""
     modules = {"release_wave": "wave", "roll_out_package": "wave", "rollback_package": "wave",
                "watch_packages": "watch", "nightly_maintenance": "maintenance",
-               "approval_deadlines": "approvals", "rollback_drill": "drills"}
+               "approval_deadlines": "approvals", "rollback_drill": "drills",
+               "cohort_action": "cohorts"}
     return load_entrypoint(f"flows/{modules[name]}.py:{name}")

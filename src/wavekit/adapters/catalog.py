@@ -110,6 +110,7 @@ class PackageSpec:
     population_rule: str | None = None
     guards: list[str] = field(default_factory=list)
     maintenance_note: str = ""
+    rollout: dict[str, Any] | None = None  # canary steps (wavekit.domain.cohorts)
     state: str = PackageState.SCHEDULED.value
     entitlements: list[str] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)
@@ -471,6 +472,25 @@ def _check_packages(pkgs: list[_Pkg], declared: dict[str, int | None],
                                 "dependency cycle: " + " -> ".join(cycle)))
 
 
+def _check_named_cohorts(pkgs: list[_Pkg], memberships: pd.DataFrame,
+                         problems: list[Problem]) -> None:
+    """A named cohort step lists members of its package (memberships.csv), nobody else."""
+    f = "packages.yaml"
+    for p in pkgs:
+        if p.model is None or p.model.rollout is None:
+            continue
+        named = [s.members for s in p.model.rollout.steps if isinstance(s.members, list)]
+        if not named:
+            continue
+        members = set(memberships.loc[memberships["package"] == p.key, "identity"])
+        for names in named:
+            for name in names:
+                if name not in members:
+                    problems.append(Problem(f, p.at("rollout"), f"{p.label}.rollout.steps",
+                                            f"{show(name)} is named in a cohort but is not a "
+                                            "member of the package (memberships.csv)"))
+
+
 def _packages(validated: schema.Validated, problems: list[Problem]) -> list[_Pkg]:
     """Every package with a well-formed key, first occurrence only (duplicates reported)."""
     f = "packages.yaml"
@@ -557,6 +577,7 @@ def _spec(m: schema.PackageModel) -> PackageSpec:
         rollback_only=m.rollback_only, retire_in_launch_window=m.retire_in_launch_window,
         population_rule=m.population_rule, guards=list(dict.fromkeys(m.guards)),
         maintenance_note=m.maintenance_note, state=m.state,
+        rollout=m.rollout.as_stored() if m.rollout is not None else None,
         entitlements=list(m.entitlements), removes=list(m.removes), retires=list(m.retires),
         depends_on=list(m.depends_on))
 
@@ -640,6 +661,8 @@ def load_catalog(directory: str | Path, *, limits: Limits | None = None) -> Cata
         _flag(problems, sf, ok[ok.duplicated(["identity", "entitlement"])], "entitlement",
               "duplicate grant of {value}")
 
+    if memberships is not None:
+        _check_named_cohorts(pkgs, memberships.ok, problems)
     if problems:
         raise CatalogInvalid(problems)
     assert identities is not None and entitlements is not None and memberships is not None
@@ -686,7 +709,7 @@ def write_catalog(session: Session, catalog: Catalog, *, source: str = "") -> di
                      "release_tentative", "watch_days", "telemetry_focus", "health",
                      "fallback_plan", "fallback_drill", "rollback_only",
                      "retire_in_launch_window", "population_rule", "guards",
-                     "maintenance_note"):
+                     "maintenance_note", "rollout"):
             setattr(pkg, attr, getattr(spec, attr))
         session.add(pkg)
     session.flush()

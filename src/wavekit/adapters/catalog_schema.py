@@ -32,6 +32,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -65,6 +66,11 @@ MAX_ENTITLEMENTS_PER_PACKAGE = 5_000
 MAX_DEPENDENCIES = 500
 MAX_DELEGATES = 50
 MAX_GUARDS = 50
+MAX_ROLLOUT_STEPS = 20  # member steps and soaks together
+MAX_NAMED_MEMBERS = 10_000
+MIN_SOAK_HOURS = 1.0
+# identities.csv columns a rollout may stratify its cohorts by (not the unique ones).
+COHORT_COLUMNS = ("department", "business_unit", "title", "location", "kind", "manager")
 NAME_LEN, TEXT_LEN = 200, 5_000
 
 RISKS = ("low", "medium", "high")
@@ -89,6 +95,11 @@ SUPPORTED_HEALTH_SETTINGS = tuple(k for k, v in HEALTH_SETTINGS.items() if v in 
 
 def _fail(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}"))
+
+
+def _fail_model(kind: str, message: str) -> PydanticCustomError:
+    # A model validator's error is not formatted (no context): braces stay as written.
+    return PydanticCustomError(kind, message)
 
 
 def _typename(value: Any) -> str:
@@ -373,6 +384,112 @@ def _fallback(value: Any) -> Any:
     return {"plan": value} if isinstance(value, str) else value
 
 
+def _percent_or_names(value: Any) -> Any:
+    """A member step: a percentage as text ("5%") or a list of identity ids."""
+    if isinstance(value, list):
+        if not value:
+            raise _fail("members", "an empty list names nobody (list identity ids, or write "
+                        "a percentage such as 25%)")
+        if len(value) > MAX_NAMED_MEMBERS:
+            raise _fail("members", f"names {len(value):,} identities (at most "
+                        f"{MAX_NAMED_MEMBERS:,})")
+        out = []
+        for item in value:
+            if not isinstance(item, str) or not item.strip() or len(item) > NAME_LEN:
+                raise _fail("members", f"{show(item)} is not an identity id")
+            out.append(item.strip())
+        if len(set(out)) != len(out):
+            dup = next(i for i in out if out.count(i) > 1)
+            raise _fail("members", f"{show(dup)} is listed twice")
+        return out
+    text = value.strip() if isinstance(value, str) else None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text or "")
+    if match is None:
+        raise _fail("members", f"{show(value)} is not a share of the members: write a "
+                    "percentage such as 5% (or a list of identity ids)")
+    percent = float(match.group(1))
+    if not 0 < percent <= 100:
+        raise _fail("range", f"{percent:g}% is out of range: a step holds more than 0% and "
+                    "at most 100% of the members")
+    return percent
+
+
+SoakHours = Annotated[float, BeforeValidator(_number(MIN_SOAK_HOURS, MAX_HOURS,
+                                                     what="soak hours"))]
+
+
+class RolloutStep(BaseModel):
+    """One entry of `rollout.steps`: `{members: 5%}`, `{members: [ids]}` or `{soak_hours: N}`."""
+
+    model_config = STRICT
+    members: Annotated[Any, BeforeValidator(_percent_or_names)] = None
+    soak_hours: SoakHours | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RolloutStep:
+        if (self.members is None) == (self.soak_hours is None):
+            raise _fail_model("step", "each step is either {members: N%} (or a list of ids) or "
+                        "{soak_hours: N}")
+        return self
+
+    def describe(self) -> str:
+        if self.soak_hours is not None:
+            return f"soak_hours: {self.soak_hours:g}"
+        if isinstance(self.members, list):
+            return f"members: [{len(self.members)} ids]"
+        return f"members: {self.members:g}%"
+
+
+def _cohort_column(value: Any) -> Any:
+    if isinstance(value, str) and value.strip() in COHORT_COLUMNS:
+        return value.strip()
+    raise _fail("choice", f"{show(value)} is not a column cohorts can be stratified by "
+                f"({', '.join(COHORT_COLUMNS)})")
+
+
+class Rollout(BaseModel):
+    """`rollout:` of a package: canary steps with soaks (wavekit.domain.cohorts)."""
+
+    model_config = STRICT
+    steps: Annotated[list[RolloutStep], Field(min_length=1, max_length=MAX_ROLLOUT_STEPS)]
+    cohort_by: Annotated[str, BeforeValidator(_cohort_column)] | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Rollout:
+        steps, last_percent = self.steps, 0.0
+        for i, step in enumerate(steps):
+            where = f"step {i + 1} ({step.describe()})"
+            before = steps[i - 1] if i else None
+            if step.soak_hours is not None:
+                if before is None:
+                    raise _fail_model("steps", f"{where}: the first step must be a member step "
+                                "such as {members: 5%}")
+                if before.soak_hours is not None:
+                    raise _fail_model("steps", f"{where}: two soaks in a row (join them into one)")
+                if i == len(steps) - 1:
+                    raise _fail_model("steps", f"{where}: the steps end with a soak; end with "
+                                "{members: 100%} (the package's watch window follows it)")
+                continue
+            if before is not None and before.soak_hours is None:
+                raise _fail_model("steps", f"{where}: follows a member step with no soak between "
+                            "(add {soak_hours: N})")
+            if isinstance(step.members, float):
+                if step.members <= last_percent:
+                    raise _fail_model("steps", f"{where}: each share must be larger than the one "
+                                f"before ({last_percent:g}%)")
+                last_percent = step.members
+        if not isinstance(steps[-1].members, float) or steps[-1].members != 100:
+            raise _fail_model("steps", f"step {len(steps)} ({steps[-1].describe()}): the last "
+                        "step must be {members: 100%}")
+        return self
+
+    def as_stored(self) -> dict[str, Any]:
+        """What the store keeps and wavekit.domain.cohorts.rollout_from reads."""
+        return {"steps": [{"soak_hours": s.soak_hours} if s.soak_hours is not None
+                          else {"members": s.members} for s in self.steps],
+                "cohort_by": self.cohort_by}
+
+
 EntitlementList = Annotated[list[Reference], BeforeValidator(_as_list),
                             Field(max_length=MAX_ENTITLEMENTS_PER_PACKAGE)]
 
@@ -401,6 +518,7 @@ class PackageModel(BaseModel):
     guards: Annotated[list[GuardName], BeforeValidator(_as_list),
                       Field(max_length=MAX_GUARDS)] = []
     maintenance_note: LongText = ""
+    rollout: Rollout | None = None
     state: Annotated[str, BeforeValidator(_state)] = PackageState.SCHEDULED.value
     entitlements: EntitlementList = []
     removes: EntitlementList = []
@@ -456,7 +574,8 @@ class DocumentModel(BaseModel):
 
 
 _ALL_FIELDS = sorted({name for m in (PackageModel, WaveModel, SodRuleModel, DocumentModel,
-                                     Owner, Delegate, Fallback, CheckOverride)
+                                     Owner, Delegate, Fallback, CheckOverride, Rollout,
+                                     RolloutStep)
                       for name in m.model_fields})
 
 MISSING = {

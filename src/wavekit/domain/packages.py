@@ -33,6 +33,7 @@ class PackageView:
     retire_in_launch_window: bool = False
     guards: tuple[str, ...] = ()
     population_rule: str | None = None
+    rollout: dict[str, Any] | None = None  # canary steps (wavekit.domain.cohorts.rollout_from)
 
     @property
     def scope(self) -> frozenset[str]:

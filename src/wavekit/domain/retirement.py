@@ -10,8 +10,10 @@ the release is deployed and not rolled back, no health check is past its failure
   deploy is done, unless the watch has already stopped it);
 - otherwise: the package is Stable and its watch window is over (a clean watch).
 
-Never while Needs tuning (a human is deciding), Contained (an anomaly is open), rolling or
-rolled back, or anywhere before the deploy: the old access is the way back.
+Never before a stepped release's last step is on the target (the members of later steps
+still use the old access), never while Needs tuning (a human is deciding), Contained (an
+anomaly is open), rolling or rolled back, or anywhere before the deploy: the old access is
+the way back.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class RetirementFacts:
     legacy_retired_at: datetime | None = None
     rolled_back: bool = False
     failing: bool = False  # a health check is past its failure limit in this release
+    cohort_complete: bool = True  # a stepped release has every step on the target
 
 
 def retirement_due(f: RetirementFacts, as_of: datetime) -> str | None:
     """Why the legacy grants retire now, or None if they do not."""
     if not f.has_legacy or f.legacy_retired_at is not None or f.deployed_at is None:
         return None
-    if f.rolled_back or f.failing:
+    if f.rolled_back or f.failing or not f.cohort_complete:
         return None
     if f.retire_in_launch_window:
         if f.state not in LAUNCH_WINDOW_STATES:

@@ -628,6 +628,91 @@ def contain_restore(ctx: typer.Context,
     console.print(f"[green]✓ {escape(outcome.describe())}[/green]")
 
 
+# ------------------------------------------------------------------ canary cohorts
+
+cohort_app = typer.Typer(help="Stepped packages: promote, pause, resume or abort a rollout.",
+                         no_args_is_help=True)
+app.add_typer(cohort_app, name="cohort")
+ActorOption = typer.Option(..., "--as", metavar="WHO",
+                           help="Who acts (required: audited with the action).")
+CohortReason = typer.Option("", "--reason", metavar="TEXT", help="Why (recorded).")
+
+
+def _cohort(ctx: typer.Context, action: str, package_key: str, actor: str, reason: str,
+            database_url: str | None, target: str | None) -> None:
+    """Run the cohort-action flow here (as the UI's deployment does) and say what it did."""
+    from wavekit.domain.cohorts import check_action
+    from wavekit.present import releasing
+
+    if not actor.strip():  # the same rule the flow applies, before any Prefect start-up
+        _error(check_action(action, actor, stepped=True, live=True, step=0, steps=2,
+                            paused=False, widening=False).reason)
+    rt = _runtime(ctx, database_url, target)
+    releasing.install_interrupt_handler(console, None)
+    quiet_prefect()
+    state = project.flow("cohort_action")(package_key, action, actor, reason,
+                                          return_state=True)
+    if state.is_failed():
+        _error(escape(state.message or f"{action} failed"))
+    console.print(f"[green]✓ {escape(state.message or action)}[/green]")
+    from wavekit.workflow.cohorts import progress_view
+
+    if (view := progress_view(rt, package_key)) is not None:
+        console.print(escape(view.describe()))
+
+
+@cohort_app.command("promote")
+def cohort_promote(ctx: typer.Context,
+                   package_key: str = typer.Argument(..., metavar="PACKAGE"),
+                   actor: str = ActorOption, reason: str = CohortReason,
+                   database_url: str | None = DbOption,
+                   target: str | None = TargetOption) -> None:
+    """Widen a stepped package to its next cohort now, without waiting for the soak's end.
+
+    Example: wavekit cohort promote finance-month-end-operator --as rm-alex
+    """
+    _cohort(ctx, "promote", package_key, actor, reason, database_url, target)
+
+
+@cohort_app.command("pause")
+def cohort_pause(ctx: typer.Context,
+                 package_key: str = typer.Argument(..., metavar="PACKAGE"),
+                 actor: str = ActorOption, reason: str = CohortReason,
+                 database_url: str | None = DbOption,
+                 target: str | None = TargetOption) -> None:
+    """Stop a stepped package widening at its soak's end (still watched; can roll back).
+
+    Example: wavekit cohort pause finance-month-end-operator --as rm-alex --reason "close week"
+    """
+    _cohort(ctx, "pause", package_key, actor, reason, database_url, target)
+
+
+@cohort_app.command("resume")
+def cohort_resume(ctx: typer.Context,
+                  package_key: str = typer.Argument(..., metavar="PACKAGE"),
+                  actor: str = ActorOption, reason: str = CohortReason,
+                  database_url: str | None = DbOption,
+                  target: str | None = TargetOption) -> None:
+    """Let a paused stepped package widen again at its soak's end.
+
+    Example: wavekit cohort resume finance-month-end-operator --as rm-alex
+    """
+    _cohort(ctx, "resume", package_key, actor, reason, database_url, target)
+
+
+@cohort_app.command("abort")
+def cohort_abort(ctx: typer.Context,
+                 package_key: str = typer.Argument(..., metavar="PACKAGE"),
+                 actor: str = ActorOption, reason: str = CohortReason,
+                 database_url: str | None = DbOption,
+                 target: str | None = TargetOption) -> None:
+    """Abort a stepped package: roll back exactly the members granted so far, with proof.
+
+    Example: wavekit cohort abort finance-month-end-operator --as rm-alex --reason "tickets"
+    """
+    _cohort(ctx, "abort", package_key, actor, reason, database_url, target)
+
+
 # ---------------------------------------------------------------- rollback drills
 from wavekit.present.drilling import drill as _drill
 

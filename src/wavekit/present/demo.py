@@ -3,9 +3,10 @@
 The owner approvals are given by the demo itself (marked as such in the audit log), and the
 watch is fast-forwarded: each day of the window is one run of the watch flow with its time
 handed in. Synthetic telemetry makes HR Case Intake Specialist degrade after launch, so the
-demo shows a rollback for a real reason. Near the end the rollback-drill flow drills Service
-Desk Resolver (held for its pending drill) on a sandbox copy of production's scope, which
-turns its "drill pending" into a recorded drill.
+demo shows a rollback for a real reason. The rollback-drill flow drills Service Desk Resolver
+(held for its pending drill) on a sandbox copy of production's scope, which turns its "drill
+pending" into a recorded drill; the package is then released in steps (its catalog
+`rollout`): a 10 % canary cohort, widened to half and then to everyone as its soaks pass.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from wavekit.adapters.settings import Settings, load_settings
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval, RolePackage
 from wavekit.adapters.targets.base import Target
+from wavekit.domain.clock import ManualClock
 from wavekit.examples import seed_target
 from wavekit.present.quiet import quiet_prefect
 from wavekit.workflow import rollout
@@ -38,8 +40,10 @@ DEGRADING = "hr-case-intake-specialist"
 # (package, hours after the handoff request at which its owner approves): the waiting for
 # owners is what the portal's median deploy time counts.
 DEMO_DECISIONS = (("hr-case-intake-specialist", 20), ("finance-month-end-operator", 28))
-# Held one step short of release until its fallback is drilled: the demo drills it.
+# Held one step short of release until its fallback is drilled: the demo drills it, then
+# releases it in canary steps (wave 2, ahead of its wave's other package).
 DRILLED = "service-desk-resolver"
+DRILL_AT_HOURS, STEPPED_APPROVED_AT_HOURS = 30, 34
 
 
 def demo_decide(rt: Runtime, package_key: str) -> str:
@@ -96,6 +100,28 @@ def demo_drill(console: Console, rt: Runtime, package_key: str) -> None:
                   f"{o.gate.reason}")
 
 
+def demo_stepped_release(console: Console, rt: Runtime, clock: ManualClock, package_key: str,
+                         approve_at: datetime) -> None:
+    """Release a stepped package: its owner approves (the demo), its first cohort deploys."""
+    from wavekit.workflow.cohorts import progress_view
+
+    release_wave = project.flow("release_wave")
+    with session_scope(rt.database_url) as s:
+        pkg = s.get(RolePackage, package_key)
+        name, wave = (pkg.name, pkg.wave) if pkg else (package_key, None)
+    console.print(f"\n[bold]Releasing {name} in steps[/bold] (wave {wave}, catalog rollout: "
+                  "a canary cohort first)")
+    release_wave(wave=wave, packages=[package_key], triggered_by="demo-release-manager",
+                 wait_for_owners=False)
+    clock.set(approve_at)
+    who = demo_decide(rt, package_key)
+    states = release_wave(wave=wave, packages=[package_key],
+                          triggered_by="demo-release-manager")
+    view = progress_view(rt, package_key)
+    console.print(f"  approved by {who} (demo) → {states[package_key]}: "
+                  + (view.describe() if view else "no steps"))
+
+
 @contextlib.contextmanager
 def demo_target(kind: str, settings: Settings, catalog: Path) -> Iterator[Target]:
     """The demo's target: the sandbox, or a SCIM / LDAP server (a local one unless configured)."""
@@ -149,7 +175,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
     release_wave = project.flow("release_wave")
     from wavekit.adapters.store.engine import reset_store
     from wavekit.adapters.telemetry import ingest_frame
-    from wavekit.domain.clock import ManualClock, utcnow
+    from wavekit.domain.clock import utcnow
     from wavekit.examples.synth_telemetry import generate_telemetry
     from wavekit.present.views import (
         print_maintenance_summary,
@@ -197,6 +223,11 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
                 states = release_wave(wave=1, packages=[key],
                                       triggered_by="demo-release-manager")
                 console.print(f"  +{hours}h: {key} → {states[key]}")
+            clock.set(launch + timedelta(hours=DRILL_AT_HOURS))
+            demo_drill(console, rt, DRILLED)
+            clock.set(launch + timedelta(hours=DRILL_AT_HOURS + 1))  # the drill is recorded
+            demo_stepped_release(console, rt, clock, DRILLED,
+                                 launch + timedelta(hours=STEPPED_APPROVED_AT_HOURS))
             console.print("\n[bold]Fast-forwarding the watch[/bold] (simulated clock: one watch "
                           "run per day of the window)")
             for day in range(1, 16):
@@ -205,8 +236,6 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
                     if tick["action"] != "continue":
                         console.print(f"  day {day:>2}: {tick['package']} → {tick['action']} "
                                       f"({tick['reason']})")
-            clock.set(launch + timedelta(days=15, hours=1))
-            demo_drill(console, rt, DRILLED)
             clock.set(launch + timedelta(days=15, hours=2))
             summary = nightly_maintenance(as_of=clock.now(),
                                           report_dir=str(demo_dir / "reports"))

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
+from wavekit.adapters.store import cohorts as cohort_store
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import (
     Approval,
@@ -500,6 +501,10 @@ def rollback_report_context(session: Session, release_id: int) -> dict[str, Any]
     bundle = _bundle(session, release_id)
     prior = bundle[bundle["kind"] == "prior"]
     touched = bundle[bundle["kind"].isin(["add", "remove", "retire"])]
+    cohort = cohort_store.progress(session, release_id)
+    if cohort is not None:  # a stepped release touched only the members its steps took up
+        granted = cohort_store.granted_members(session, release_id) or frozenset()
+        touched = touched[touched["identity"].isin(granted)]
     prior_keys = set(zip(prior["identity"], prior["entitlement"], strict=True))
     touched = touched.assign(held_before=[(i, e) in prior_keys for i, e in
                                           zip(touched["identity"], touched["entitlement"],
@@ -517,6 +522,8 @@ def rollback_report_context(session: Session, release_id: int) -> dict[str, Any]
     return {
         "release": release, "package": package, "started": started, "verified": verified,
         "contained": contained,
+        "cohort": ({"step": cohort.step + 1, "steps": cohort.steps, "granted": cohort.granted,
+                    "total": cohort.total} if cohort is not None else None),
         "reason": (release.rollback_reason
                    or (started.detail.get("reason") if started else None) or "not recorded"),
         "failed_checks": failed,

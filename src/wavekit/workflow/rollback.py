@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit, suspensions
+from wavekit.adapters.store import cohorts as cohort_store
 from wavekit.adapters.store.bundles import load_bundle, load_stored_values, restrict
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
 from wavekit.adapters.targets.base import Target, apply_restoring
+from wavekit.domain.cohorts import restrict_plan
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.planning import Plan, RestoreProof, plan_restore, prove_restore
 from wavekit.domain.states import PackageState
@@ -76,8 +78,13 @@ def begin_rollback(rt: Runtime, release_id: int, reason: str, actor: str = "wave
 
 
 def _touched(s: Session, release_id: int, plan: Plan) -> GrantSet:
-    """What rollback puts back: the plan's touched grants and every grant suspended since."""
-    out = set(plan.touched)
+    """What rollback puts back: the plan's touched grants and every grant suspended since.
+
+    A stepped release touched only the members its steps took up: exactly their grants go
+    back, and a member of a later step is never written (whatever happened to them since).
+    """
+    granted = cohort_store.granted_members(s, release_id)
+    out = set(plan.touched if granted is None else restrict_plan(plan, granted).touched)
     for row in suspensions.suspensions(s, release_id):
         out |= suspensions.suspended_grants(s, row.id)
     return frozenset(out)
@@ -147,7 +154,7 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
             readback = restrict(rt.target.read_grants(plan.scope), plan.scope)
         proof = prove_restore(plan.prior, touched, readback)
         outcome = _record_proof(rt, release_id, plan, proof, re_granted, removed, round_,
-                                last=round_ == rounds)
+                                last=round_ == rounds, touched=len(touched))
         if outcome is not None:
             return outcome
         if round_ < rounds:
@@ -161,8 +168,8 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
 
 
 def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
-                  re_granted: int, removed: int, round_: int, *, last: bool
-                  ) -> RollbackOutcome | None:
+                  re_granted: int, removed: int, round_: int, *, last: bool,
+                  touched: int | None = None) -> RollbackOutcome | None:
     """Audit one read-back; mark the package Rolled back only when it is proven."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
@@ -171,7 +178,8 @@ def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
         audit.record(s, "rollback_verified", package_key=pkg.key, wave=pkg.wave,
                      release_id=release_id, at=now, prior_count=proof.prior_count,
                      readback_count=proof.readback_count, equal=proof.equal,
-                     touched=len(plan.touched), touched_restored=proof.touched_restored,
+                     touched=len(plan.touched) if touched is None else touched,
+                     touched_restored=proof.touched_restored,
                      re_granted=re_granted, removed=removed, round=round_,
                      mismatched=sorted(map(list, proof.mismatched)),
                      drift_outside=sorted(map(list, proof.drift_outside)))

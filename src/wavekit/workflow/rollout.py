@@ -37,6 +37,7 @@ from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan, plan_package
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import RELEASABLE, PackageState
+from wavekit.workflow import cohorts
 from wavekit.workflow.failures import failure_recorded
 from wavekit.workflow.runtime import Runtime
 
@@ -383,11 +384,15 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
                 len(plan.adds), len(plan.removes), len(plan.retirements))
         else:
             plan = load_bundle(s, release_id, key)
+        assert plan is not None
+        # The cohort filter: a stepped package writes only its first step's members here.
+        step = cohorts.deploy_step(s, release, view, plan, now)
+        todo = step.plan if step is not None else plan
         if S(pkg.state) != S.DEPLOYING:
-            transition(s, pkg, S.DEPLOYING, f"applying {len(plan.adds)} adds and "
-                       f"{len(plan.removes)} removes to {rt.target.name}",
+            transition(s, pkg, S.DEPLOYING, f"applying {len(todo.adds)} adds and "
+                       f"{len(todo.removes)} removes to {rt.target.name}"
+                       + (f" ({step.label})" if step is not None else ""),
                        release_id=release_id, at=now)
-    assert plan is not None
 
     def record_batch(batch: BatchResult) -> None:
         with session_scope(rt.database_url) as bs:
@@ -399,22 +404,24 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
         if on_batch:
             on_batch(batch)
 
-    result = rt.target.apply(plan.adds, plan.removes, batch_size=rt.settings.batch_size,
+    result = rt.target.apply(todo.adds, todo.removes, batch_size=rt.settings.batch_size,
                              on_batch=record_batch)
     done = rt.clock.now()
     with session_scope(rt.database_url) as s:
         release = s.get(Release, release_id)
         pkg = s.get(RolePackage, release.package_key)
         release.deployed_at = done
-        release.watch_ends_at = done + timedelta(days=view.watch_days)
+        # A stepped package is watched for its first soak; the others for their window.
+        ends, watching = cohorts.step_deployed(s, release, view, done) or (
+            done + timedelta(days=view.watch_days), f"watching for {view.watch_days} days")
+        release.watch_ends_at = ends
         release.next_check_at = next_due(checks_for(view.health), done, release.watch_ends_at,
                                          done - timedelta(microseconds=1))
         audit.record(s, "deployed", package_key=pkg.key, wave=pkg.wave, release_id=release_id,
                      at=done, added=result.added, removed=result.removed,
                      unchanged=result.unchanged, batches=len(result.batches))
         _supersede(s, pkg.key, release_id, done)
-        transition(s, pkg, S.WATCHING, f"watching for {view.watch_days} days",
-                   release_id=release_id, at=done)
+        transition(s, pkg, S.WATCHING, watching, release_id=release_id, at=done)
         return DeployOutcome(release_id, result.added, result.removed, result.unchanged,
                              len(result.batches), release.watch_ends_at, release.next_check_at)
 
@@ -476,7 +483,8 @@ def retirement_facts(session: Session, release: Release) -> RetirementFacts:
         retire_in_launch_window=pkg.retire_in_launch_window, deployed_at=release.deployed_at,
         watch_ends_at=release.watch_ends_at, legacy_retired_at=release.legacy_retired_at,
         rolled_back=release.rolled_back_at is not None,
-        failing=release_failing(session, release))
+        failing=release_failing(session, release),
+        cohort_complete=cohorts.complete(session, release.id))
 
 
 def retirement_due_for(rt: Runtime, release_id: int, as_of: datetime) -> bool:

@@ -24,7 +24,7 @@ Stable while contained.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -37,6 +37,7 @@ from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import HealthCheckResult, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
+from wavekit.domain.cohorts import restrict_plan, soak_action
 from wavekit.domain.containment import SuspensionRecord, grants_at, suspended_at
 from wavekit.domain.grants import GrantSet
 from wavekit.domain.health import (
@@ -54,6 +55,7 @@ from wavekit.domain.health import (
 from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan
 from wavekit.domain.states import WATCHED, PackageState
+from wavekit.workflow import cohorts
 from wavekit.workflow.rollout import retirement_due_for
 from wavekit.workflow.runtime import Runtime
 
@@ -78,7 +80,7 @@ class MetricsSource(Protocol):
 class TickOutcome:
     release_id: int
     package_key: str
-    # continue | stable | rollback | contain | inconclusive | error | skipped
+    # continue | stable | widen | rollback | contain | inconclusive | error | skipped
     action: str
     reason: str
     measured: int
@@ -184,9 +186,17 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
         checks = checks_for(view.health)
         done = {(r.check_name, as_utc(r.due_at)) for r in s.exec(
             select(HealthCheckResult).where(HealthCheckResult.release_id == release_id))}
-        history = _History(load_bundle(s, release_id, pkg.key),
-                           release.legacy_retired_at,
+        steps = cohorts.step_facts(s, release_id)
+        plan = load_bundle(s, release_id, pkg.key)
+        if steps is not None:  # a stepped release is judged on the members it took up
+            view = replace(view, members=view.members & steps.granted)
+            plan = restrict_plan(plan, steps.granted) if plan is not None else None
+        history = _History(plan, release.legacy_retired_at,
                            tuple(suspensions.suspension_records(s, release_id)))
+    if steps is not None and steps.status == "deploying" and steps.step > 0:
+        # A widening a crash left half written: finish it before judging anything more.
+        return TickOutcome(release_id, view.key, "widen", f"finishing step {steps.step + 1}/"
+                           f"{steps.steps}", 0, None, as_of=as_of)
     rollback_on_anomaly = bool(view.health.get("rollback_on_anomaly", False))
     owed = sorted({t for c in checks for t in due_times(c, start, end, as_of)})
     measured = 0
@@ -222,8 +232,14 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
             return _conclude(rt, release_id, action, assessment, measured, as_of, who,
                              tuple(c.name for c, _ in anomalies))
     assessment = _assess(rt, release_id, checks)
-    action = watch_action(assessment, state, rollback_on_anomaly=rollback_on_anomaly,
-                          new_anomaly=False, watch_over=as_of >= end)
+    action = soak_action(watch_action(assessment, state,
+                                      rollback_on_anomaly=rollback_on_anomaly,
+                                      new_anomaly=False, watch_over=as_of >= end),
+                         steps_left=steps is not None and steps.steps_left,
+                         paused=steps is not None and steps.paused)
+    if action == "widen":
+        assessment = Assessment(Verdict.PASSED, f"soak of step {steps.step + 1}/{steps.steps} "
+                                "passed")  # type: ignore[union-attr]
     if action == "stable":
         assessment = Assessment(Verdict.PASSED, f"watch of {view.watch_days} days passed")
     if action != "continue":
@@ -234,6 +250,8 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
         release.next_check_at = nxt or end
         reason = assessment.reason if state != S.CONTAINED else (
             f"contained ({pkg.state_reason}); {assessment.reason}")
+        if steps is not None and steps.paused and as_of >= end:
+            reason = f"soak passed; paused by {steps.paused_by}: promote or resume to widen"
         return TickOutcome(release_id, view.key, "continue", reason, measured,
                            release.next_check_at, as_of=as_of)
 
@@ -276,6 +294,7 @@ class NextActions:
     """What the flows do after a watch tick: decided here, once, for the wave and the watch."""
 
     rollback: bool = False
+    widen: bool = False  # deploy a stepped release's next cohort (cohorts.widen)
     contain: bool = False  # suspend the grants at risk (containment.contain) and tell the owner
     notify_hold: str | None = None  # the reason to tell the owner, when the package stopped
     retire_legacy: bool = False
@@ -288,6 +307,8 @@ def next_actions(rt: Runtime, tick: TickOutcome) -> NextActions:
         return NextActions(rollback=True)
     if tick.action == "contain":
         return NextActions(contain=True)
+    if tick.action == "widen":
+        return NextActions(widen=True)
     if tick.action in ("inconclusive", "error"):
         return NextActions(notify_hold=tick.reason)
     if tick.action == "skipped":

@@ -71,6 +71,8 @@ class RolePackage(SQLModel, table=True):
     population_rule: str | None = None  # wavekit.domain.rules over identities, for coverage health
     guards: list[str] = _json()  # operational guards required before deploy, e.g. "mfa"
     maintenance_note: str = ""
+    # Canary steps from the catalog (wavekit.domain.cohorts.rollout_from); None: no steps.
+    rollout: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     state: PackageState = PackageState.SCHEDULED
     state_reason: str = ""
     state_changed_at: datetime = Field(default_factory=utcnow)
@@ -362,3 +364,39 @@ class DrillGrant(SQLModel, table=True):
     kind: str
     identity: str
     entitlement: str
+
+
+# ---------------------------------------------------------------- canary cohorts
+
+
+class CohortProgress(SQLModel, table=True):
+    """Where a stepped release stands (see wavekit.domain.cohorts): its current member step,
+    whether that step's writes are done, and whether a release manager paused it.
+
+    status: deploying (the step's members are recorded, their writes may be partial: a re-run
+    applies them again) | soaking (the step is on the target and watched) | complete (the
+    last step is on the target; the package's watch window runs).
+    """
+
+    release_id: int = Field(foreign_key="release.id", primary_key=True)
+    package_key: str = Field(index=True)
+    step: int = 0  # index of the current member step
+    steps: int = 1  # member steps in the rollout
+    granted: int = 0  # members in the cohort so far (steps 1..step)
+    total: int = 0  # members of the package
+    status: str = "deploying"  # deploying | soaking | complete
+    step_started_at: datetime | None = None
+    soak_ends_at: datetime | None = None
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+    pause_reason: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CohortMember(SQLModel, table=True):
+    """A member a stepped release took up, with the step that took it up. Recorded before the
+    step writes to the target, so a rollback covers a step a crash left half written."""
+
+    release_id: int = Field(foreign_key="release.id", primary_key=True)
+    identity: str = Field(primary_key=True)
+    step: int

@@ -37,6 +37,7 @@ def load_package_view(session: Session, key: str) -> PackageView:
         fallback_plan=pkg.fallback_plan, fallback_drill=pkg.fallback_drill,
         rollback_only=pkg.rollback_only, retire_in_launch_window=pkg.retire_in_launch_window,
         guards=tuple(pkg.guards or ()), population_rule=pkg.population_rule,
+        rollout=dict(pkg.rollout) if pkg.rollout else None,
     )
 
 

@@ -1,0 +1,211 @@
+"""Canary cohorts inside a package: who gets the package at each step, by a stated rule.
+
+A package may declare `rollout: {steps: [...], cohort_by: COLUMN}` in the catalog. Its steps
+alternate member steps and soaks:
+
+    steps: [{members: 5%}, {soak_hours: 48}, {members: 25%}, {soak_hours: 24}, {members: 100%}]
+
+Each member step widens the cohort; each soak watches it with the package's health checks
+before the next step; the last member step is 100 % and is followed by the package's usual
+watch window. A member step may also name identities (`{members: [id, ...]}`), for a pilot
+group chosen by hand.
+
+The rule that picks the members (reproducible, and stated in the README):
+
+- every member gets a stable rank: SHA-256 of "<package key>\\x1f<identity id>" (never
+  Python's `hash()`, which changes between processes);
+- without `cohort_by`, members are taken in rank order;
+- with `cohort_by`, members are ranked within their stratum (the column's value) and take
+  the position (rank + 0.5) / stratum size; the order is by that position, so any prefix of
+  it holds each stratum in proportion to its size (within one member): each cohort looks
+  like the whole package;
+- a step of p % holds ceil(p / 100 x members) members (at least one), a named step adds
+  its names; every cohort contains the one before (cohorts are nested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from wavekit.domain.planning import Plan
+
+
+@dataclass(frozen=True)
+class CohortStep:
+    """One member step: a share of the members or named identities, then its soak."""
+
+    percent: float | None = None  # None: a named step
+    named: tuple[str, ...] = ()
+    soak_hours: float = 0.0  # how long the cohort is watched before the next step
+
+    @property
+    def label(self) -> str:
+        if self.percent is None:
+            return f"named ({len(self.named)})"
+        return f"{self.percent:g}%"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A package's steps, as parsed from the catalog's `rollout`."""
+
+    steps: tuple[CohortStep, ...]
+    cohort_by: str | None = None
+
+
+def rollout_from(raw: Mapping[str, Any] | None) -> Rollout | None:
+    """The stored (validated) rollout of a package, or None when it has no steps.
+
+    `raw` is what the catalog schema produced: {"steps": [{"members": 5.0} |
+    {"members": [ids]} | {"soak_hours": 48.0}, ...], "cohort_by": column or None}.
+    """
+    if not raw or not raw.get("steps"):
+        return None
+    steps: list[CohortStep] = []
+    for item in raw["steps"]:
+        if "soak_hours" in item:
+            steps[-1] = replace(steps[-1], soak_hours=steps[-1].soak_hours
+                                + float(item["soak_hours"]))
+            continue
+        members = item["members"]
+        if isinstance(members, list | tuple):
+            steps.append(CohortStep(named=tuple(members)))
+        else:
+            steps.append(CohortStep(percent=float(members)))
+    return Rollout(tuple(steps), raw.get("cohort_by"))
+
+
+def rank(package_key: str, identity: str) -> str:
+    """An identity's stable rank within a package (hex SHA-256; smaller goes first)."""
+    return hashlib.sha256(f"{package_key}\x1f{identity}".encode()).hexdigest()
+
+
+def selection_order(package_key: str, members: Iterable[str],
+                    strata: Mapping[str, str] | None = None) -> list[str]:
+    """Every member in the order cohorts take them (see the module docstring)."""
+    ranked = sorted(set(members), key=lambda m: (rank(package_key, m), m))
+    if strata is None:
+        return ranked
+    groups: dict[str, list[str]] = {}
+    for m in ranked:
+        groups.setdefault(strata.get(m, ""), []).append(m)
+    position = {m: (i + 0.5) / len(group) for group in groups.values()
+                for i, m in enumerate(group)}
+    return sorted(ranked, key=lambda m: (position[m], rank(package_key, m), m))
+
+
+def cohort_size(percent: float, total: int) -> int:
+    """Members a step of `percent` % holds: rounded up, at least one, at most all."""
+    if total <= 0:
+        return 0
+    return min(total, max(1, math.ceil(percent * total / 100 - 1e-9)))
+
+
+def cohorts(rollout: Rollout, package_key: str, members: Iterable[str],
+            strata: Mapping[str, str] | None = None) -> list[frozenset[str]]:
+    """The cumulative cohort of every member step: each contains the one before."""
+    everyone = frozenset(members)
+    order = selection_order(package_key, everyone, strata if rollout.cohort_by else None)
+    out: list[frozenset[str]] = []
+    current: set[str] = set()
+    for step in rollout.steps:
+        if step.percent is None:
+            current |= set(step.named) & everyone
+        else:
+            want = cohort_size(step.percent, len(order))
+            for m in order:
+                if len(current) >= want:
+                    break
+                current.add(m)
+        out.append(frozenset(current))
+    return out
+
+
+def restrict_plan(plan: Plan, identities: frozenset[str]) -> Plan:
+    """The plan's writes for `identities` only; the prior bundle stays whole (the cohort
+    filter: a step deploys, and a rollback restores, only what its members were given)."""
+    def only(grants: frozenset[Any]) -> frozenset[Any]:
+        return frozenset(g for g in grants if g.identity in identities)
+
+    return replace(plan, adds=only(plan.adds), removes=only(plan.removes),
+                   retirements=only(plan.retirements))
+
+
+def step_label(rollout: Rollout, index: int, size: int, total: int) -> str:
+    """How the UI and the audit name a step: 'step 2/3 · 25% (60 of 240 members)'."""
+    step = rollout.steps[index]
+    return f"step {index + 1}/{len(rollout.steps)} · {step.label} ({size} of {total} members)"
+
+
+def soak_hours(rollout: Rollout, index: int) -> float | None:
+    """The soak after member step `index`; None for the last step (the watch window follows)."""
+    if index >= len(rollout.steps) - 1:
+        return None
+    return rollout.steps[index].soak_hours
+
+
+def next_step(rollout: Rollout, index: int) -> int | None:
+    """The step after `index`, or None when `index` is the last."""
+    return index + 1 if index + 1 < len(rollout.steps) else None
+
+
+def soak_action(action: str, *, steps_left: bool, paused: bool) -> str:
+    """The watch's action for a stepped release: a soak that passes (the watch would call the
+    package Stable) widens it to its next step instead, unless a release manager paused it
+    (it waits, still watched). Every other action (continue, rollback, contain...) stands."""
+    if action != "stable" or not steps_left:
+        return action
+    return "continue" if paused else "widen"
+
+
+COHORT_ACTIONS = ("promote", "pause", "resume", "abort")
+
+
+@dataclass(frozen=True)
+class ActionCheck:
+    """Whether a release manager's cohort action may go ahead, and why not."""
+
+    allowed: bool
+    reason: str = ""
+
+
+def check_action(action: str, actor: str, *, stepped: bool, live: bool, step: int | None,
+                 steps: int, paused: bool, widening: bool, watched: bool = True,
+                 state: str = "") -> ActionCheck:
+    """The rule for promote / pause / resume / abort (pure: the CLI and the flow ask it).
+
+    promote  widen to the next step now (skipping the rest of the soak); not at the last step
+    pause    stop automatic widening; health checks keep running and can still roll back
+    resume   let the soak end widen again
+    abort    roll back everything the package has granted so far (in any live state)
+    """
+    if action not in COHORT_ACTIONS:
+        return ActionCheck(False, f"unknown action {action!r} (actions: "
+                           f"{', '.join(COHORT_ACTIONS)})")
+    if not actor.strip():
+        return ActionCheck(False, "say who you are (--as NAME): every cohort action is "
+                           "audited with who did it")
+    if not stepped:
+        return ActionCheck(False, "the package has no rollout steps")
+    if not live or step is None:
+        return ActionCheck(False, "the package has no cohort on the target (release it first)")
+    if action == "abort":
+        return ActionCheck(True)
+    if not watched:  # contained, or still deploying its first step: a human decides first
+        return ActionCheck(False, f"the package is {state or 'not watched'}: only a watched "
+                           "package is promoted, paused or resumed (abort still works)")
+    if widening:
+        return ActionCheck(False, "a step is being deployed right now; try again when it is "
+                           "watched")
+    if action == "promote" and step >= steps - 1:
+        return ActionCheck(False, f"already at its last step ({steps}/{steps}): nothing to "
+                           "promote to")
+    if action == "pause" and paused:
+        return ActionCheck(False, "already paused")
+    if action == "resume" and not paused:
+        return ActionCheck(False, "not paused")
+    return ActionCheck(True)
