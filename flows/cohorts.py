@@ -17,7 +17,7 @@ from prefect.states import Completed, Failed, State
 
 from flows.wave import publish_cohort_progress, rollback_package, widen_step
 from wavekit.workflow import cohorts
-from wavekit.workflow.runtime import current_runtime
+from wavekit.workflow.runtime import Runtime, current_runtime
 
 
 class CohortAction(StrEnum):
@@ -34,7 +34,12 @@ def cohort_action(package_key: str, action: CohortAction, actor: str, reason: st
                   ) -> State:
     """Promote a stepped package to its next step now, pause or resume it, or abort it (roll
     back what it has granted so far). `actor` is required and audited with the action."""
-    rt = current_runtime()
+    with current_runtime() as rt:  # closes the target this run opened
+        return _act(rt, package_key, action, actor, reason)
+
+
+def _act(rt: Runtime, package_key: str, action: CohortAction, actor: str, reason: str
+         ) -> State:
     name = action.value if isinstance(action, CohortAction) else str(action)
     try:
         outcome = cohorts.request_action(rt, package_key, name, actor, reason)
