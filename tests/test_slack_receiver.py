@@ -31,7 +31,7 @@ from wavekit.adapters.slack.notifier import SlackNotifier, announce_handoff, mak
 from wavekit.adapters.slack.receiver import create_receiver_app
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, Release
+from wavekit.adapters.store.models import Approval, Release, RolePackage
 from wavekit.domain.clock import ManualClock, as_utc
 
 pytest_plugins = ["tests.support.slack_double"]
@@ -89,6 +89,8 @@ def _make_world(loaded_store: str, double: SlackDouble, triggered_by: str = MANA
         s.add(approval)
         s.flush()
         approval_id = approval.id
+        # The package waits on this handoff: a decision is for a package awaiting it.
+        s.get(RolePackage, PACKAGE).state = "awaiting_handoff"
     client = make_web_client(BOT_TOKEN, base_url=double.base_url)
     posted = announce_handoff(loaded_store, approval_id, SlackNotifier(client, CHANNEL),
                               gates=[("owner named", True, "")], flow_run_url="http://ui/run")
@@ -128,7 +130,7 @@ def test_owner_approves(world: World) -> None:
     row = world.approval()
     assert (row.decision, row.approver, as_utc(row.decided_at)) == ("approved", OWNER, NOW)
     assert world.resumed == [(world.flow_run_id, {"decision": "approve", "approver": OWNER,
-                                                  "comment": "", "channel": "slack"})]
+                                                  "code": "", "comment": ""})]
     (decided,) = world.events("approval_decided")
     assert decided.actor == OWNER and decided.detail["decision"] == "approved"
     assert decided.detail["approver_name"] == "Finance Shared Services"
@@ -209,8 +211,8 @@ def test_reject_opens_a_modal_and_its_reason_rejects(world: World) -> None:
     assert (row.decision, row.approver, row.comment) == ("rejected", DELEGATE,
                                                          "Quarter close is this week")
     assert world.resumed == [(world.flow_run_id, {
-        "decision": "reject", "approver": DELEGATE, "comment": "Quarter close is this week",
-        "channel": "slack"})]
+        "decision": "reject", "approver": DELEGATE, "code": "",
+        "comment": "Quarter close is this week"})]
     text = _blocks_text(world.double.message(world.channel, world.ts))
     assert "Rejected" in text and "Quarter close is this week" in text
     assert "2026-04-08 09:02 UTC" in text

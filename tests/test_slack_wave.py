@@ -49,7 +49,8 @@ def test_owner_approves_in_slack_and_the_wave_deploys(prefect_harness: None, loa
     def run() -> None:
         with runtime_override(lambda: build_runtime(
                 settings, target=target, notifier=SlackNotifier(client, CHANNEL))):
-            result.append(release_wave(wave=1, packages=[FIN], triggered_by="URELMGR01"))
+            result.append(release_wave(wave=1, packages=[FIN],
+                                       requested_by="URELMGR01"))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

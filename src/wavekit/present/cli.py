@@ -301,7 +301,7 @@ def release(ctx: typer.Context, wave: int = WaveOption,
     if dry_run:
         quiet_prefect()
         result = project.flow("release_wave")(wave=wave, dry_run=True, packages=package or None,
-                                              triggered_by=who)
+                                              requested_by=who)
         console.print(f"Dry run of wave {wave}: nothing was written.")
         for key in result:
             console.print(f"  {key}")

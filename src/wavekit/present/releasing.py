@@ -102,7 +102,7 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
                       "here.")
         raise SystemExit(1)
     quiet_prefect()
-    params: dict[str, Any] = {"wave": wave, "packages": packages, "triggered_by": who}
+    params: dict[str, Any] = {"wave": wave, "packages": packages, "requested_by": who}
     if api and served_deployment(RELEASE_DEPLOYMENT):
         from prefect.deployments import run_deployment
 

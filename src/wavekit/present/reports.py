@@ -419,7 +419,8 @@ def release_summary(session: Session, release: Release, package: RolePackage,
     batches = [e for e in events if e.action == "deploy_batch"]
     retired = _last(events, "legacy_retired")
     approvals = [e for e in events
-                 if e.action in ("approval_requested", "approval_decided", "approval_refused")]
+                 if e.action in ("approval_requested", "approval_signed", "approval_decided",
+                                 "approval_refused", "approval_timed_out", "approval_locked")]
     df = health_frame(_health_rows(session, release.id))
     return {
         "release": release, "package": package, "plan": plan,
@@ -570,7 +571,8 @@ def render_rollback_report(database_url: str, release_id: int) -> str:
 
 # Audit actions shown as release activity; batches and passing checks would drown the rest.
 ACTIVITY_ACTIONS = ("state_changed", "plan_staged", "approval_requested", "approval_decided",
-                    "approval_refused", "gates_checked", "deployed", "health_checked",
+                    "approval_signed", "approval_refused", "gates_checked", "deployed",
+                    "health_checked",
                     "legacy_retired", "rollback_started", "rollback_verified",
                     "package_contained", "catalog_loaded", "drill_recorded")
 ACTIVITY_LIMIT = 8
