@@ -295,3 +295,42 @@ def test_no_secret_reaches_slack_the_audit_log_or_the_logs(
         assert secret not in slack_text
         assert secret not in audit_text
         assert secret not in caplog.text
+
+
+def test_the_requester_who_is_a_delegate_cannot_approve(loaded_store: str,
+                                                        slack_double: SlackDouble) -> None:
+    for world in _make_world(loaded_store, slack_double, triggered_by=DELEGATE):
+        world.click(DELEGATE, "wavekit_approve")
+        assert world.approval().decided_at is None and world.resumed == []
+        (refused,) = world.events("approval_refused")
+        assert "separation of duties" in refused.detail["reason"]
+        assert refused.detail["requested_by"] == DELEGATE
+
+
+def test_a_package_not_awaiting_its_handoff_takes_no_decision(world: World) -> None:
+    with session_scope(world.url) as s:
+        s.get(RolePackage, PACKAGE).state = "held"
+    world.click(OWNER, "wavekit_approve")
+    assert world.approval().decided_at is None and world.resumed == []
+    (refused,) = world.events("approval_refused")
+    assert "not awaiting this handoff" in refused.detail["reason"]
+
+
+def test_four_eyes_need_two_distinct_approvers_in_slack(world: World) -> None:
+    with session_scope(world.url) as s:
+        s.get(Approval, world.approval_id).required = 2
+    world.click(OWNER, "wavekit_approve")
+    assert world.approval().decided_at is None and world.resumed == []  # waits for another
+    assert "2 different approvers" in world.ephemerals()[-1]["text"]
+    world.clock.set(NOW + timedelta(seconds=5))  # a new click, not a replay of the first
+    world.click(OWNER, "wavekit_approve")  # the same person twice does not count
+    assert world.approval().decided_at is None and world.resumed == []
+    assert "already approved" in world.events("approval_refused")[-1].detail["reason"]
+    world.click(DELEGATE, "wavekit_approve")
+    row = world.approval()
+    assert (row.decision, row.approver, row.proof) == ("approved", f"{DELEGATE},{OWNER}", "slack")
+    assert len(world.resumed) == 1
+    (signed,) = world.events("approval_signed")
+    assert (signed.detail["approver"], signed.detail["approvals"]) == (OWNER, 1)
+    (decided,) = world.events("approval_decided")
+    assert decided.detail["approvers"] == [DELEGATE, OWNER]
