@@ -9,7 +9,7 @@ order (the first that applies wins):
 4. the decision is approve or reject, and names who decides;
 5. only the package's eligible approvers (owner, declared delegates, and for four eyes the
    approvers the catalog names) may decide;
-6. nobody may decide after the deadline (the package is held instead);
+6. nobody may decide at or after the deadline (the package is held instead);
 7. whoever requested the wave never decides it (separation of duties);
 8. on the UI path, identity is proven by the decider's own one-time code: unused, not
    expired, bound to this approval and this approver (local mode skips this, and says so);
@@ -140,6 +140,14 @@ def is_triggerer(click: Click, facts: ApprovalFacts) -> bool:
     return trigger in {_norm(a) for a in aliases if a}
 
 
+def deadline_passed(deadline: datetime | None, now: datetime) -> bool:
+    """At or after the deadline nobody decides; the sweep and a timed-out pause hold it.
+
+    The one deadline rule: `decide`, the deadline sweep and the run's pause timeout use it.
+    """
+    return deadline is not None and as_utc(now) >= as_utc(deadline)
+
+
 def _check_code(click: Click, facts: ApprovalFacts, now: datetime
                 ) -> tuple[Outcome | None, IssuedCode | None]:
     """(a refusal, None) when the code is not the decider's own valid one, else (None, it)."""
@@ -192,7 +200,7 @@ def decide(click: Click, facts: ApprovalFacts, now: datetime, *, need_reason: bo
         owner = facts.owner_name or "the package owner"
         return Outcome(Verdict.REFUSE, f"only {owner} or a declared delegate can decide this "
                                        "release")
-    if facts.deadline is not None and as_utc(now) > as_utc(facts.deadline):
+    if deadline_passed(facts.deadline, now):
         return Outcome(Verdict.REFUSE, "the decision deadline passed at "
                                        f"{as_utc(facts.deadline):%Y-%m-%d %H:%M} UTC; the "
                                        "package is held until the wave is run again")

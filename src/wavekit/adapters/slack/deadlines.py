@@ -27,6 +27,7 @@ from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
+from wavekit.domain.decisions import deadline_passed
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def deadline_actions(
     """What is due for a pending approval at `now`; no deadline given means 24 h after request."""
     requested_at, now = as_utc(requested_at), as_utc(now)
     due = as_utc(deadline) if deadline else requested_at + DEFAULT_DEADLINE_AFTER
-    if now >= due:
+    if deadline_passed(due, now):
         return [DeadlineAction.TIME_OUT]
     actions = []
     if not reminded and now >= requested_at + reminder_after:

@@ -231,7 +231,3 @@ def time_out(session: Session, approval_id: int, now: datetime) -> bool:
     session.expire_all()
     return bool(won)
 
-
-def deadline_passed(approval: Approval, now: datetime) -> bool:
-    """Whether the approval's deadline is behind `now` (the rule the sweep and runs share)."""
-    return approval.deadline is not None and as_utc(now) >= as_utc(approval.deadline)
