@@ -200,7 +200,7 @@ def decide(click: Click, facts: ApprovalFacts, now: datetime, *, need_reason: bo
         owner = facts.owner_name or "the package owner"
         return Outcome(Verdict.REFUSE, f"only {owner} or a declared delegate can decide this "
                                        "release")
-    if deadline_passed(facts.deadline, now):
+    if facts.deadline is not None and deadline_passed(facts.deadline, now):
         return Outcome(Verdict.REFUSE, "the decision deadline passed at "
                                        f"{as_utc(facts.deadline):%Y-%m-%d %H:%M} UTC; the "
                                        "package is held until the wave is run again")
