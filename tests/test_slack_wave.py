@@ -88,6 +88,11 @@ def test_owner_approves_in_slack_and_the_wave_deploys(prefect_harness: None, loa
         a = s.get(Approval, approval.id)
         refused = audit.events(s, action="approval_refused")
     assert (a.decision, a.approver) == ("approved", "UFINOWNER1")
+    # Slack configured: the owner's one-time code for the UI form came by DM; the requester
+    # (a delegate) got none.
+    dms = [c.params for c in slack_double.calls_to("chat.postMessage")
+           if "one-time code" in c.params.get("text", "")]
+    assert [d["channel"] for d in dms] == ["DFINOWNER1"]
     (refusal,) = refused
     assert refusal.detail["user"] == "UFINDELEG1"
     assert "separation of duties" in refusal.detail["reason"]
