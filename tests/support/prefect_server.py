@@ -62,14 +62,30 @@ class PrefectServer:
     api: str  # http://127.0.0.1:P/api
     home: Path
     logs: Path
+    auth: str | None = None  # basic auth "user:password" the server requires, if any
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**prefect_env(self.api, self.home), **extra}
+        auth = {"PREFECT_API_AUTH_STRING": self.auth} if self.auth else {}
+        return {**prefect_env(self.api, self.home), **auth, **extra}
 
 
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
     """`prefect server start` on a free port with its own PREFECT_HOME (~10-20 s to start)."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def prefect_server_with_auth(tmp_path: Path) -> Iterator[PrefectServer]:
+    """The same server behind basic auth (PREFECT_SERVER_API_AUTH_STRING); its `env` gives
+    clients the matching PREFECT_API_AUTH_STRING."""
+    yield from _serve(tmp_path, auth=AUTH_STRING)
+
+
+AUTH_STRING = "wavekit-admin:a-long-random-test-secret"
+
+
+def _serve(tmp_path: Path, auth: str | None = None) -> Iterator[PrefectServer]:
     exe = BIN / "prefect"
     if not exe.exists():
         missing_server(f"{exe} is not installed")
@@ -78,11 +94,12 @@ def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
     home.mkdir()
     logs.mkdir(exist_ok=True)
     server = PrefectServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api",
-                           home, logs)
+                           home, logs, auth)
+    server_env = server.env(**({"PREFECT_SERVER_API_AUTH_STRING": auth} if auth else {}))
     with open(logs / "prefect-server.log", "wb") as out:
         proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)],
-                                env=server.env(), stdout=out, stderr=subprocess.STDOUT,
+                                env=server_env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=tmp_path)
     try:
         def healthy() -> bool:
