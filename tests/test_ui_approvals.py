@@ -8,20 +8,17 @@ audited with its reason.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlmodel import select
 
 from flows.wave import release_wave
-from tests.support.servers import free_port
+from tests.support.smtp import Mailbox
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -35,39 +32,6 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 FIN = "finance-month-end-operator"
 OWNER, REQUESTER, DELEGATE = "UFINOWNER1", "UFINDELEG1", "UFINDELEG2"
 OWNER_MAIL, DELEGATE_MAIL = "fss-lead@example.com", "omar@example.com"
-
-
-class Mailbox:
-    """aiosmtpd handler: keeps every message it is sent."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
-
-    def code_for(self, address: str) -> str:
-        for m in self.messages:
-            if m["To"] == address:
-                found = re.search(r"code: ([A-Z0-9]{5}-[A-Z0-9]{5})", m.get_content())
-                if found:
-                    return found.group(1)
-        raise LookupError(f"no code mailed to {address}")
-
-    def to(self, address: str) -> list[Any]:
-        return [m for m in self.messages if m["To"] == address]
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
