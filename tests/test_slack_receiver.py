@@ -334,3 +334,8 @@ def test_four_eyes_need_two_distinct_approvers_in_slack(world: World) -> None:
     assert (signed.detail["approver"], signed.detail["approvals"]) == (OWNER, 1)
     (decided,) = world.events("approval_decided")
     assert decided.detail["approvers"] == [DELEGATE, OWNER]
+
+
+def test_a_click_without_a_user_id_is_refused_and_decides_nothing(world: World) -> None:
+    assert world.click("", "wavekit_approve").status_code == 400
+    assert world.approval().decided_at is None and world.resumed == []
