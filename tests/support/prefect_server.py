@@ -122,11 +122,12 @@ def wavekit_serve(prefect_server: PrefectServer, tmp_path: Path):  # type: ignor
     procs: list[subprocess.Popen] = []
 
     def start(database_url: str, **extra: str) -> subprocess.Popen:
-        env = prefect_server.env(WAVEKIT_DATABASE_URL=database_url,
-                                 WAVEKIT_DATA_DIR=str(tmp_path / "wavekit-data"),
-                                 WAVEKIT_APPROVAL_POLL_SECONDS="1",
-                                 WAVEKIT_APPROVALS_UNVERIFIED="true",
-                                 WAVEKIT_PREFECT_UI_URL=prefect_server.url, **extra)
+        # Local mode unless told otherwise: the auto-approver types no code.
+        env = prefect_server.env(**{"WAVEKIT_DATABASE_URL": database_url,
+                                    "WAVEKIT_DATA_DIR": str(tmp_path / "wavekit-data"),
+                                    "WAVEKIT_APPROVAL_POLL_SECONDS": "1",
+                                    "WAVEKIT_APPROVALS_UNVERIFIED": "true",
+                                    "WAVEKIT_PREFECT_UI_URL": prefect_server.url, **extra})
         with open(prefect_server.logs / "wavekit-serve.log", "ab") as out:
             proc = subprocess.Popen([str(BIN / "wavekit"), "serve", "--no-schedules"],
                                     env=env, stdout=out, stderr=subprocess.STDOUT,
