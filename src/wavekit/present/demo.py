@@ -168,8 +168,9 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
     os.environ["WAVEKIT_DATABASE_URL"] = url  # flows in this process wire the same store
     # Local mode: the demo's own approvals carry no one-time code; each is recorded as
     # unverified (audit log, reports), and the demo says so.
+    # Finance's owner answers after 28 hours in the story: the deadline allows it.
     settings = load_settings(target=target, database_url=url, data_dir=demo_dir,
-                             approvals_unverified=True)
+                             approvals_unverified=True, approval_deadline_hours=48)
     reset_store(url)
     with session_scope(url) as s:
         counts = write_catalog(s, load_catalog(catalog), source=str(catalog))
