@@ -14,7 +14,7 @@ from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import ApprovalCode, Release
 from wavekit.adapters.targets.sandbox import SandboxTarget
-from wavekit.present.reports import render_wave_report
+from wavekit.present.reports import render_dashboard, render_wave_report
 from wavekit.workflow import rollout
 from wavekit.workflow.approval_codes import issue_codes
 from wavekit.workflow.runtime import Runtime, build_runtime
@@ -77,6 +77,8 @@ def test_local_mode_decisions_are_marked_unverified_in_audit_and_report(
         assert decided.detail["requested_by"] == "rm-alex"
         assert s.exec(select(Release)).one().approved_by == "UFINOWNER1"
     assert "UNVERIFIED" in render_wave_report(loaded_store, 1)
+    assert 'data-testid="unverified-approvals">1 approval taken in local mode' in \
+        render_dashboard(loaded_store)
 
 
 def test_without_local_mode_a_decision_needs_a_code(loaded_store: str) -> None:

@@ -736,6 +736,9 @@ def dashboard_context(session: Session, as_of: datetime, selected: str | None = 
         "name_by_key": {k: p.name for k, p in packages.items()},
         "telemetry_live": any(PackageState(p.state) == PackageState.WATCHING
                               for p in packages.values()),
+        # Decisions taken without proof of who decided (WAVEKIT_APPROVALS_UNVERIFIED).
+        "unverified_approvals": len(session.exec(select(Approval.id).where(
+            Approval.proof == "unverified")).all()),
         "store": None,
     }
 
