@@ -40,6 +40,11 @@ def test_cli_and_serve_work_against_a_server_that_requires_auth(
 
     env = server.env(WAVEKIT_DATABASE_URL=loaded_store,
                      WAVEKIT_DATA_DIR=str(tmp_path / "data"))
+    # Without PREFECT_API_AUTH_STRING the CLI says what to set, in one line.
+    refused = _wavekit({k: v for k, v in env.items() if k != "PREFECT_API_AUTH_STRING"},
+                       "release", "--wave", "1", "--dry-run", "--as", "rm-alex")
+    assert refused.returncode == 1
+    assert "PREFECT_API_AUTH_STRING" in refused.stderr and "Traceback" not in refused.stderr
     done = _wavekit(env, "release", "--wave", "1", "--dry-run", "--as", "rm-alex")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Dry run of wave 1" in done.stdout
