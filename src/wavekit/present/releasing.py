@@ -159,6 +159,6 @@ def print_outcome(console: Console, database_url: str, wave: int, keys: list[str
     waiting = [k for k in keys if now[k][0] == S.AWAITING_HANDOFF]
     if waiting:
         console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (in "
-                      "Slack, or in the run's form on a Prefect server with the one-time code "
-                      "each approver was sent), run "
+                      "Slack, or in the run's form on a Prefect server), run "
                       f"`wavekit release --wave {wave}` again to continue; decisions are kept.")
+        console.print("The form asks each approver for the one-time code wavekit sent them.")
