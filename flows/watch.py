@@ -34,7 +34,7 @@ def release_dependents(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
         for wave, keys in ready.items():
             run_deployment("release-wave/release-wave", timeout=0,
                            parameters={"wave": wave, "packages": keys,
-                                       "triggered_by": "wavekit (dependencies stable)"})
+                                       "requested_by": "wavekit (dependencies stable)"})
     return ready
 
 

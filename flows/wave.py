@@ -32,8 +32,9 @@ from wavekit.adapters.slack import flow_run_url
 from wavekit.adapters.slack.notifier import announce_handoff
 from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
+from wavekit.domain.decisions import requester
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import cohorts, containment, notices, rollout, watch
+from wavekit.workflow import approval_codes, cohorts, containment, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import Runtime, current_runtime
@@ -88,6 +89,9 @@ def open_handoff(rt: Runtime, outcome: rollout.StageOutcome) -> rollout.HandoffR
                          gates=[(g.name, g.passed, g.reason) for g in outcome.gates],
                          flow_run_url=_run_url(rt),
                          counts=outcome.counts)
+    if request.decided is None:
+        # The UI form proves who decides by a code sent to each approver (not in local mode).
+        approval_codes.issue_codes(rt, request.approval_id, _run_url(rt))
     return request
 
 
@@ -107,12 +111,17 @@ def _cancel_superseded(flow_run_id: str) -> None:
 
 
 @task(name="record_decision", cache_policy=NO_CACHE)
-def record_decision(rt: Runtime, approval_id: int, decision: ApprovalInput | None) -> str:
-    if decision is None:
-        return rollout.record_decision(rt, approval_id, "timeout", "wavekit",
-                                       "approval deadline passed", channel="deadline")
-    return rollout.record_decision(rt, approval_id, decision.decision, decision.approver,
-                                   decision.comment, decision.channel)
+def record_decision(rt: Runtime, approval_id: int, attempt: int, given: ApprovalInput
+                    ) -> str | None:
+    """Judge the form's input with the one decision rule; None: refused, wait again."""
+    return rollout.record_form_input(rt, approval_id, attempt, given.decision, given.approver,
+                                     given.code, given.comment)
+
+
+@task(name="record_timeout", cache_policy=NO_CACHE)
+def record_timeout(rt: Runtime, approval_id: int) -> str:
+    """The deadline passed while the run waited: the package is held."""
+    return rollout.record_timeout(rt, approval_id)
 
 
 @task(name="apply_stored_decision", cache_policy=NO_CACHE)
@@ -172,25 +181,33 @@ def contain(rt: Runtime, release_id: int, reason: str, identities: frozenset[str
 
 def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
                     request: rollout.HandoffRequest, step: str) -> str | None:
-    """Suspend or pause for the owner's decision; None when the run must not wait."""
+    """Suspend or pause for the owner's decision until a valid one arrives; None when the
+    run must not wait. A refused input (wrong code, the requester, a stranger...) changes
+    nothing, is audited, and the run waits again under a new pause key."""
     if step == "decided":
         return apply_stored_decision(rt, request.approval_id)
     if step == "leave":
         return None
     form = ApprovalInput.with_initial_data(
-        description=f"Approve {package_key} for wave {wave}?")
-    timeout = rollout.handoff_timeout_seconds(rt, request, step)
-    key = f"approval-{request.approval_id}"
-    if step == "suspend":
-        # Exits this process; the resumed run starts from the top and arrives here again.
-        given = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
-    else:
-        try:
-            given = pause_flow_run(wait_for_input=form, timeout=timeout, key=key,
-                                   poll_interval=rt.settings.approval_poll_seconds)
-        except FlowPauseTimeout:
-            given = None
-    return record_decision(rt, request.approval_id, given)
+        description=f"Approve {package_key} for wave {wave}? Enter your approver id and the "
+                    "one-time code wavekit sent you.")
+    while True:
+        wait = rollout.form_wait(rt, request, step)
+        if wait.decided:
+            return apply_stored_decision(rt, request.approval_id)
+        key = f"approval-{request.approval_id}-{wait.attempt}"
+        if step == "suspend":
+            # Exits this process; the resumed run starts from the top and arrives here again.
+            given = suspend_flow_run(wait_for_input=form, timeout=wait.timeout, key=key)
+        else:
+            try:
+                given = pause_flow_run(wait_for_input=form, timeout=wait.timeout, key=key,
+                                       poll_interval=rt.settings.approval_poll_seconds)
+            except FlowPauseTimeout:
+                return record_timeout(rt, request.approval_id)
+        decided = record_decision(rt, request.approval_id, wait.attempt, given)
+        if decided is not None:
+            return decided
 
 
 def _end(rt: Runtime, package_key: str, wave: int | None) -> State:
@@ -205,17 +222,21 @@ def _end(rt: Runtime, package_key: str, wave: int | None) -> State:
 
 
 @flow(name="roll-out-package", log_prints=True, flow_run_name="{package_key} · wave {wave}")
-def roll_out_package(package_key: str, wave: int | None = None,
-                     triggered_by: str | None = None, wait_for_owner: bool = True) -> State:
-    """Stage, hand off, check, deploy and start watching one role package."""
+def roll_out_package(package_key: str, requested_by: str, wave: int | None = None,
+                     wait_for_owner: bool = True) -> State:
+    """Stage, hand off, check, deploy and start watching one role package.
+
+    requested_by: who requests the release (Slack id or name); they can never approve it.
+    """
+    requested_by = requester(requested_by)
     with current_runtime() as rt:  # closes the target this run opened
-        return _roll_out(rt, package_key, wave, triggered_by, wait_for_owner)
+        return _roll_out(rt, package_key, wave, requested_by, wait_for_owner)
 
 
-def _roll_out(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | None,
+def _roll_out(rt: Runtime, package_key: str, wave: int | None, requested_by: str,
               wait_for_owner: bool) -> State:
     log = get_run_logger()
-    staged = stage(rt, package_key, wave, triggered_by)
+    staged = stage(rt, package_key, wave, requested_by)
     if staged.skipped:
         log.info("%s skipped: %s", package_key, staged.skipped)
         for release_id in rollout.launch_retirements_due(rt, package_key, rt.clock.now()):
@@ -299,15 +320,15 @@ def publish_cohort_progress(rt: Runtime, package_key: str) -> None:
 
 
 @task(name="run-package", cache_policy=NO_CACHE)
-def run_package(rt: Runtime, package_key: str, wave: int, triggered_by: str | None,
+def run_package(rt: Runtime, package_key: str, wave: int, requested_by: str,
                 wait_for_owner: bool) -> str:
     # A task wraps the subflow so the packages of an ad-hoc run go concurrently.
-    roll_out_package(package_key, wave, triggered_by, wait_for_owner, return_state=True)
+    roll_out_package(package_key, requested_by, wave, wait_for_owner, return_state=True)
     return rollout.package_state(rt, package_key)[0]
 
 
 @task(name="start-package-run", cache_policy=NO_CACHE)
-def start_package_run(package_key: str, wave: int, triggered_by: str | None) -> str:
+def start_package_run(package_key: str, wave: int, requested_by: str) -> str:
     """Start the package's own roll-out-package deployment run; nothing waits for it.
 
     A top-level run, not a subflow of the wave run: Prefect's server refuses to suspend a
@@ -318,26 +339,29 @@ def start_package_run(package_key: str, wave: int, triggered_by: str | None) -> 
     run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=False,
                          flow_run_name=f"{package_key} · wave {wave}",
                          parameters={"package_key": package_key, "wave": wave,
-                                     "triggered_by": triggered_by})
+                                     "requested_by": requested_by})
     return f"started {run.name}"
 
 
 # Threads only: a paused ad-hoc package holds one, and every package of a wave is handed
 # off at once, however many there are.
 @flow(name="release-wave", log_prints=True, flow_run_name="wave {wave}")
-def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = None,
-                 triggered_by: str | None = None, wait_for_owners: bool = True
+def release_wave(wave: int, requested_by: str, dry_run: bool = False,
+                 packages: list[str] | None = None, wait_for_owners: bool = True
                  ) -> dict[str, str]:
     """Release one wave: a roll-out run per package, all handed off at once.
 
-    dry_run stages nothing and writes nothing: it publishes each package's plan and gates.
+    requested_by: who requests the wave (Slack id or name), required; they can never approve
+    its packages. dry_run stages nothing and writes nothing: it publishes each package's
+    plan and gates.
     """
+    requested_by = requester(requested_by)
     with current_runtime() as rt:  # closes the target this run opened
-        return _release(rt, wave, dry_run, packages, triggered_by, wait_for_owners)
+        return _release(rt, wave, dry_run, packages, requested_by, wait_for_owners)
 
 
 def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
-             triggered_by: str | None, wait_for_owners: bool) -> dict[str, str]:
+             requested_by: str, wait_for_owners: bool) -> dict[str, str]:
     schedule = plan_wave_order(rt.database_url, wave, packages)
     if dry_run:
         rows = rollout.dry_run_wave(rt, wave, list(schedule))
@@ -347,11 +371,11 @@ def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
     if _under_deployment():
         # Each package is its own run; dependents are held at staging by their gate until
         # their dependencies are Stable, and the watch releases them then.
-        started = {key: start_package_run.submit(key, wave, triggered_by) for key in schedule}
+        started = {key: start_package_run.submit(key, wave, requested_by) for key in schedule}
         return {key: f.result() for key, f in started.items()}
     futures: dict[str, Any] = {}
     for key, waits in schedule.items():
-        futures[key] = run_package.submit(rt, key, wave, triggered_by, wait_for_owners,
+        futures[key] = run_package.submit(rt, key, wave, requested_by, wait_for_owners,
                                           wait_for=[futures[d] for d in waits])
     results = {key: f.result() for key, f in futures.items()}
     _publish_wave_report(rt, wave)

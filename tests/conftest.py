@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.support.slapd",
     "tests.support.scim_server",
     "tests.support.slack_double",
+    "tests.support.smtp",
     "tests.support.browser",
 ]
 

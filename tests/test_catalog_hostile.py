@@ -410,3 +410,41 @@ def test_a_wrong_package_wide_health_setting_is_one_problem(tmp_path, setting: s
     p = _one(root)
     assert (p.file, p.line) == ("packages.yaml", _line(root, "    health: {"))
     assert p.field.startswith(FIN) and said in p.message
+
+
+# ------------------------------------------------------------------ four eyes
+
+
+def test_four_eyes_approvals_come_from_the_catalog(tmp_path) -> None:
+    from wavekit.adapters.catalog import write_catalog
+    from wavekit.adapters.store.engine import reset_store
+    from wavekit.adapters.store.packages import load_package_view
+
+    root = _catalog(tmp_path, (FIN_HEAD, FIN_HEAD + (
+        "    approvals:\n      required: 2\n      from: [owner, security]\n"
+        "      security: [{name: Sam Reyes, email: sam@example.com}]\n")))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    reset_store(url)
+    with session_scope(url) as s:
+        write_catalog(s, load_catalog(root), source=str(root))
+    with session_scope(url) as s:
+        fin = load_package_view(s, "finance-month-end-operator")
+        hr = load_package_view(s, "hr-case-intake-specialist")
+    # The delegate is not among `from`; the security approver, reached by e-mail, is.
+    assert fin.approvers == {"UFINOWNER1", "sam@example.com"}
+    assert fin.required_approvals == 2
+    assert hr.required_approvals == 1 and hr.approvers == {"UHROWNER01", "UHRDELEG01"}
+
+
+def test_high_risk_defaults_to_two_approvers() -> None:
+    from wavekit.domain.packages import PackageView
+    from wavekit.domain.states import PackageState
+
+    assert PackageView("k", "n", PackageState.SCHEDULED, risk="high").required_approvals == 2
+    assert PackageView("k", "n", PackageState.SCHEDULED, risk="medium").required_approvals == 1
+
+
+def test_an_unknown_approver_source_is_one_problem(tmp_path) -> None:
+    root = _catalog(tmp_path, (FIN_HEAD, FIN_HEAD + "    approvals: {from: [boss]}\n"))
+    problem = _one(root)
+    assert "approvals" in str(problem) and "packages.yaml" in str(problem)

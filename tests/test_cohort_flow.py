@@ -96,7 +96,7 @@ def env(loaded_store: str, monkeypatch) -> Iterator[Env]:
 def test_a_stepped_package_widens_step_by_step_on_healthy_checks(env: Env) -> None:
     before = env.grants()
     with approver(env.url):
-        assert release_wave(wave=1, packages=[FIN]) == {FIN: "watching"}
+        assert release_wave(wave=1, packages=[FIN], requested_by="rm-alex") == {FIN: "watching"}
     members = env.view().members
     first = env.cohort(0)
     assert len(first) == 5 and env.holders() == first  # 10% of 42, rounded up
@@ -156,7 +156,7 @@ def test_a_failure_at_step_two_rolls_back_exactly_steps_one_and_two(env: Env) ->
                                                            "failure_limit": 0}}
     before = env.grants()
     with approver(env.url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, packages=[FIN], requested_by="rm-alex")
     env.watch_at(env.hours_after_deploy(49))
     granted = env.cohort(1)
     later = sorted(env.view().members - granted)
@@ -197,7 +197,7 @@ def test_a_failure_at_step_two_rolls_back_exactly_steps_one_and_two(env: Env) ->
 def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:
     before = env.grants()
     with approver(env.url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, packages=[FIN], requested_by="rm-alex")
     first = env.cohort(0)
     # Refused: no actor. Nothing recorded.
     refused = cohort_action(FIN, CohortAction.promote, "  ", return_state=True)
@@ -233,7 +233,7 @@ def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:
 def test_a_widening_cut_off_mid_write_is_finished_by_the_next_watch_run(env: Env,
                                                                           monkeypatch) -> None:
     with approver(env.url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, packages=[FIN], requested_by="rm-alex")
     real_apply = env.target.apply
     calls = {"n": 0}
 
@@ -279,7 +279,7 @@ def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> N
 
     before = env.grants()
     with approver(env.url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, packages=[FIN], requested_by="rm-alex")
     first = env.cohort(0)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "WAVEKIT_"))}
     clean.update(WAVEKIT_DATABASE_URL=env.url, WAVEKIT_DATA_DIR=str(tmp_path / "data"),
@@ -325,7 +325,7 @@ def test_on_a_scim_server_steps_widen_and_a_failure_at_step_two_rolls_back_both(
     with runtime_override(lambda: build_runtime(settings, target=target, metrics=e.metrics,
                                                 clock=clock)):
         with approver(loaded_store):
-            release_wave(wave=1, packages=[FIN])
+            release_wave(wave=1, packages=[FIN], requested_by="rm-alex")
         assert e.holders() == e.cohort(0) and len(e.cohort(0)) == 5
         [row] = e.watch_at(e.hours_after_deploy(49))
         assert row["action"] == "widen" and len(e.cohort(1)) == 21

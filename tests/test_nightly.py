@@ -39,6 +39,7 @@ FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
 def launched(loaded_store: str, monkeypatch, tmp_path) -> Iterator:  # type: ignore[type-arg]
     """Wave 1 released on the sandbox, with telemetry where HR degrades after launch."""
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("WAVEKIT_APPROVALS_UNVERIFIED", "true")  # the auto-approver has no code
     target = SandboxTarget(loaded_store)
     seed_target(target)
     settings = load_settings(database_url=loaded_store, data_dir=tmp_path)
@@ -64,7 +65,7 @@ def test_nightly_run_rolls_back_the_degrading_package_and_keeps_the_backlog(laun
     url, telemetry = launched
     telemetry(degrading=HR)
     with approver(url):
-        release_wave(wave=1)
+        release_wave(wave=1, requested_by="rm-alex")
     night = _deployed_at(url, HR) + timedelta(days=3, hours=2)
     summary = nightly_maintenance(as_of=night)
     with session_scope(url) as s:
@@ -92,7 +93,7 @@ def test_bulk_export_spike_contains_its_package(launched) -> None:
     # generated day: day 10.5, inside Finance's 14-day watch.
     launch = telemetry(anomaly=FIN, days=28 + 11)
     with approver(url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, requested_by="rm-alex", packages=[FIN])
     with session_scope(url) as s:
         fin = load_package_view(s, FIN)
     target = SandboxTarget(url)

@@ -97,6 +97,10 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     wave_input.fill("1")
     assert wave_input.input_value() == "1"
     assert wave_input.get_attribute("type") == "number"
+    # Who requests the wave is a required field: that person can never approve it.
+    requester_input = _parameter_input(page, "requested_by")
+    requester_input.fill("U0RELMGR1")
+    assert requester_input.input_value() == "U0RELMGR1"
     shot("wave-filled")
     page.get_by_role("button", name="Submit", exact=True).click()
     # The UI goes back to the deployment and toasts the new run.
@@ -126,6 +130,7 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
     assert run["deployment_id"] == deployment["id"]
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert run["parameters"]["wave"] == 1
+    assert run["parameters"]["requested_by"] == "U0RELMGR1"
 
     # One roll-out-package run per package, started by this run and named after its package.
     # They are top-level runs (Prefect cannot suspend a subflow), of their own deployment.

@@ -246,7 +246,10 @@ def _production_path(top: Topology, prefect_db: str, store: str,
     prefect = str(BIN / "prefect")
     flows_env = {"WAVEKIT_DATABASE_URL": store, "WAVEKIT_TARGET": "sandbox",
                  "WAVEKIT_DATA_DIR": str(top.tmp / "wavekit-data"),
-                 "WAVEKIT_PREFECT_UI_URL": top.url}
+                 "WAVEKIT_PREFECT_UI_URL": top.url,
+                 # Local mode: the test types no one-time code (tests/test_ui_approvals.py
+                 # proves the codes); decisions are recorded as unverified.
+                 "WAVEKIT_APPROVALS_UNVERIFIED": "true"}
 
     # 1-2. The Prefect server on its PostgreSQL database; meanwhile the store, where the
     # release manager loads the catalog (the sandbox holds the access people have today).
@@ -312,7 +315,7 @@ def _production_path(top: Topology, prefect_db: str, store: str,
 
         # 5. The release manager starts wave 1 through the API.
         wave_run = run_deployment("release-wave/release-wave", timeout=0,
-                                  parameters={"wave": 1, "triggered_by": RELEASE_MANAGER})
+                                  parameters={"wave": 1, "requested_by": RELEASE_MANAGER})
         mark("wave triggered")
 
         # 4 (cont.) and 6, watched together: the scheduler's runs of the fast schedule (once
@@ -365,11 +368,11 @@ def _production_path(top: Topology, prefect_db: str, store: str,
 
         wave_done = client.read_flow_run(wave_run.id)
         assert _state(wave_done)[0] == "COMPLETED", _state(wave_done)
-        assert wave_done.parameters["triggered_by"] == RELEASE_MANAGER
+        assert wave_done.parameters["requested_by"] == RELEASE_MANAGER
         for key, run in package_runs.items():
             assert run.name == f"{key} · wave 1", run.name
             assert run.parameters == {"package_key": key, "wave": 1,
-                                      "triggered_by": RELEASE_MANAGER}
+                                      "requested_by": RELEASE_MANAGER}
             # A top-level run: Prefect suspends no subflow.
             assert run.parent_task_run_id is None, key
         with session_scope(store) as s:
@@ -396,7 +399,7 @@ def _production_path(top: Topology, prefect_db: str, store: str,
         for key, run in package_runs.items():
             decision = "reject" if key == REJECTED else "approve"
             comment = "needs another review of the intake queue" if key == REJECTED else "ok"
-            resume_flow_run(run.id, run_input={"decision": decision,
+            resume_flow_run(run.id, run_input={"decision": decision, "code": "",
                                                "approver": owners[key], "comment": comment})
         mark("decided")
 

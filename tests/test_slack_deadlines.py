@@ -92,9 +92,8 @@ def test_reminder_then_escalation_then_timeout(loaded_store: str,
     message = slack_double.message(channel, ts)
     assert message["text"].startswith("Timed out")
     assert not any(b["type"] == "actions" for b in message["blocks"])
-    assert resumed == [("run-fin", {"decision": "reject", "approver": "wavekit",
-                                    "comment": "no decision by 2026-04-09 09:00 UTC",
-                                    "channel": "timeout"})]
+    assert resumed == [("run-fin", {"decision": "reject", "approver": "wavekit", "code": "",
+                                    "comment": "no decision by 2026-04-09 09:00 UTC"})]
     with session_scope(loaded_store) as s:
         row = s.get(Approval, approval_id)
         assert row is not None

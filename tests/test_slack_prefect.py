@@ -23,7 +23,7 @@ from tests.support.slack_double import (
 from wavekit.adapters.slack.notifier import make_web_client
 from wavekit.adapters.slack.receiver import create_receiver_app, prefect_resumer
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, Release
+from wavekit.adapters.store.models import Approval, Release, RolePackage
 from wavekit.domain.clock import utcnow
 
 pytest_plugins = ["tests.support.slack_double"]
@@ -68,6 +68,7 @@ def test_owner_click_resumes_the_paused_run(prefect_harness: None, loaded_store:
                             flow_run_id=run_ids[0], deadline=utcnow() + timedelta(hours=1))
         s.add(approval)
         s.flush()
+        s.get(RolePackage, release.package_key).state = "awaiting_handoff"
         approval_id = approval.id
 
     client = make_web_client(BOT_TOKEN, base_url=slack_double.base_url)
@@ -80,5 +81,5 @@ def test_owner_click_resumes_the_paused_run(prefect_harness: None, loaded_store:
                           headers=headers).status_code == 200
 
     thread.join(timeout=60)
-    assert result == [{"decision": "approve", "approver": "UFINOWNER1", "comment": "",
-                       "channel": "slack"}]
+    assert result == [{"decision": "approve", "approver": "UFINOWNER1", "code": "",
+                       "comment": ""}]

@@ -31,7 +31,7 @@ from wavekit.adapters.slack.notifier import SlackNotifier, announce_handoff, mak
 from wavekit.adapters.slack.receiver import create_receiver_app
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, Release
+from wavekit.adapters.store.models import Approval, Release, RolePackage
 from wavekit.domain.clock import ManualClock, as_utc
 
 pytest_plugins = ["tests.support.slack_double"]
@@ -89,6 +89,8 @@ def _make_world(loaded_store: str, double: SlackDouble, triggered_by: str = MANA
         s.add(approval)
         s.flush()
         approval_id = approval.id
+        # The package waits on this handoff: a decision is for a package awaiting it.
+        s.get(RolePackage, PACKAGE).state = "awaiting_handoff"
     client = make_web_client(BOT_TOKEN, base_url=double.base_url)
     posted = announce_handoff(loaded_store, approval_id, SlackNotifier(client, CHANNEL),
                               gates=[("owner named", True, "")], flow_run_url="http://ui/run")
@@ -128,7 +130,7 @@ def test_owner_approves(world: World) -> None:
     row = world.approval()
     assert (row.decision, row.approver, as_utc(row.decided_at)) == ("approved", OWNER, NOW)
     assert world.resumed == [(world.flow_run_id, {"decision": "approve", "approver": OWNER,
-                                                  "comment": "", "channel": "slack"})]
+                                                  "code": "", "comment": ""})]
     (decided,) = world.events("approval_decided")
     assert decided.actor == OWNER and decided.detail["decision"] == "approved"
     assert decided.detail["approver_name"] == "Finance Shared Services"
@@ -209,8 +211,8 @@ def test_reject_opens_a_modal_and_its_reason_rejects(world: World) -> None:
     assert (row.decision, row.approver, row.comment) == ("rejected", DELEGATE,
                                                          "Quarter close is this week")
     assert world.resumed == [(world.flow_run_id, {
-        "decision": "reject", "approver": DELEGATE, "comment": "Quarter close is this week",
-        "channel": "slack"})]
+        "decision": "reject", "approver": DELEGATE, "code": "",
+        "comment": "Quarter close is this week"})]
     text = _blocks_text(world.double.message(world.channel, world.ts))
     assert "Rejected" in text and "Quarter close is this week" in text
     assert "2026-04-08 09:02 UTC" in text
@@ -293,3 +295,47 @@ def test_no_secret_reaches_slack_the_audit_log_or_the_logs(
         assert secret not in slack_text
         assert secret not in audit_text
         assert secret not in caplog.text
+
+
+def test_the_requester_who_is_a_delegate_cannot_approve(loaded_store: str,
+                                                        slack_double: SlackDouble) -> None:
+    for world in _make_world(loaded_store, slack_double, triggered_by=DELEGATE):
+        world.click(DELEGATE, "wavekit_approve")
+        assert world.approval().decided_at is None and world.resumed == []
+        (refused,) = world.events("approval_refused")
+        assert "separation of duties" in refused.detail["reason"]
+        assert refused.detail["requested_by"] == DELEGATE
+
+
+def test_a_package_not_awaiting_its_handoff_takes_no_decision(world: World) -> None:
+    with session_scope(world.url) as s:
+        s.get(RolePackage, PACKAGE).state = "held"
+    world.click(OWNER, "wavekit_approve")
+    assert world.approval().decided_at is None and world.resumed == []
+    (refused,) = world.events("approval_refused")
+    assert "not awaiting this handoff" in refused.detail["reason"]
+
+
+def test_four_eyes_need_two_distinct_approvers_in_slack(world: World) -> None:
+    with session_scope(world.url) as s:
+        s.get(Approval, world.approval_id).required = 2
+    world.click(OWNER, "wavekit_approve")
+    assert world.approval().decided_at is None and world.resumed == []  # waits for another
+    assert "2 different approvers" in world.ephemerals()[-1]["text"]
+    world.clock.set(NOW + timedelta(seconds=5))  # a new click, not a replay of the first
+    world.click(OWNER, "wavekit_approve")  # the same person twice does not count
+    assert world.approval().decided_at is None and world.resumed == []
+    assert "already approved" in world.events("approval_refused")[-1].detail["reason"]
+    world.click(DELEGATE, "wavekit_approve")
+    row = world.approval()
+    assert (row.decision, row.approver, row.proof) == ("approved", f"{DELEGATE},{OWNER}", "slack")
+    assert len(world.resumed) == 1
+    (signed,) = world.events("approval_signed")
+    assert (signed.detail["approver"], signed.detail["approvals"]) == (OWNER, 1)
+    (decided,) = world.events("approval_decided")
+    assert decided.detail["approvers"] == [DELEGATE, OWNER]
+
+
+def test_a_click_without_a_user_id_is_refused_and_decides_nothing(world: World) -> None:
+    assert world.click("", "wavekit_approve").status_code == 400
+    assert world.approval().decided_at is None and world.resumed == []

@@ -45,7 +45,13 @@ from wavekit.adapters.slack.receiver import (
     create_receiver_app,
 )
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, AuditEvent, Release, SlackRequestSeen
+from wavekit.adapters.store.models import (
+    Approval,
+    AuditEvent,
+    Release,
+    RolePackage,
+    SlackRequestSeen,
+)
 from wavekit.domain.clock import ManualClock
 
 pytest_plugins = ["tests.support.slack_double"]
@@ -106,6 +112,7 @@ def _receiver(store: str, double: SlackDouble, max_body_bytes: int = MAX_BODY_BY
                             flow_run_id=run, requested_at=NOW, deadline=NOW + timedelta(hours=1))
         s.add(approval)
         s.flush()
+        s.get(RolePackage, release.package_key).state = "awaiting_handoff"
         assert approval.id is not None
         approval_id = approval.id
     app = create_receiver_app(store, SIGNING_SECRET,

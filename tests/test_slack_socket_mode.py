@@ -21,7 +21,7 @@ from wavekit.adapters.slack.notifier import make_web_client
 from wavekit.adapters.slack.receiver import Interactions
 from wavekit.adapters.slack.socket_mode import Handler, make_socket_handler
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, Release
+from wavekit.adapters.store.models import Approval, Release, RolePackage
 from wavekit.domain.clock import ManualClock
 
 pytest_plugins = ["tests.support.slack_double"]
@@ -53,6 +53,7 @@ def setup(loaded_store: str, slack_double: SlackDouble) -> Setup:
                             flow_run_id="run-1", deadline=NOW + timedelta(hours=1))
         s.add(approval)
         s.flush()
+        s.get(RolePackage, release.package_key).state = "awaiting_handoff"
         assert approval.id is not None
         approval_id = approval.id
     resumed: list[tuple[str, dict[str, Any]]] = []
@@ -71,7 +72,7 @@ def test_a_click_over_socket_mode_is_decided_and_acked(setup: Setup, loaded_stor
     handler(acks, req)
     assert [(a.envelope_id, a.payload) for a in acks.sent] == [("env-1", None)]
     assert resumed == [("run-1", {"decision": "approve", "approver": "UFINDELEG1",
-                                  "comment": "", "channel": "slack"})]
+                                  "code": "", "comment": ""})]
     with session_scope(loaded_store) as s:
         row = s.get(Approval, approval_id)
         assert row is not None and row.decision == "approved"

@@ -49,7 +49,9 @@ def test_owner_approves_in_slack_and_the_wave_deploys(prefect_harness: None, loa
     def run() -> None:
         with runtime_override(lambda: build_runtime(
                 settings, target=target, notifier=SlackNotifier(client, CHANNEL))):
-            result.append(release_wave(wave=1, packages=[FIN], triggered_by="URELMGR01"))
+            # The requester is Finance's delegate: an eligible approver, but not of this wave.
+            result.append(release_wave(wave=1, packages=[FIN],
+                                       requested_by="UFINDELEG1"))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -68,9 +70,9 @@ def test_owner_approves_in_slack_and_the_wave_deploys(prefect_harness: None, loa
 
     app = create_receiver_app(loaded_store, SIGNING_SECRET, client, prefect_resumer)
     with serve_asgi(app) as base:
-        # The release manager who triggered the wave cannot approve it.
+        # The delegate who requested the wave cannot approve it (separation of duties).
         ts = approval.slack_ts
-        body, headers = signed_request(block_actions("URELMGR01", "wavekit_approve",
+        body, headers = signed_request(block_actions("UFINDELEG1", "wavekit_approve",
                                                      str(approval.id), message_ts=ts),
                                        int(utcnow().timestamp()))
         httpx.post(f"{base}/slack/interactivity", content=body, headers=headers)
@@ -86,7 +88,15 @@ def test_owner_approves_in_slack_and_the_wave_deploys(prefect_harness: None, loa
         a = s.get(Approval, approval.id)
         refused = audit.events(s, action="approval_refused")
     assert (a.decision, a.approver) == ("approved", "UFINOWNER1")
-    assert (refused and refused[0].detail.get("user") in (None, "URELMGR01")) or refused
+    # Slack configured: the owner's one-time code for the UI form came by DM; the requester
+    # (a delegate) got none.
+    dms = [c.params for c in slack_double.calls_to("chat.postMessage")
+           if "one-time code" in c.params.get("text", "")]
+    assert [d["channel"] for d in dms] == ["DFINOWNER1"]
+    (refusal,) = refused
+    assert refusal.detail["user"] == "UFINDELEG1"
+    assert "separation of duties" in refusal.detail["reason"]
+    assert refusal.detail["requested_by"] == "UFINDELEG1"
     update = slack_double.calls_to("chat.update")[-1]
     decided = json.dumps(update.params)
     assert "UFINOWNER1" in decided and "wavekit_approve" not in decided  # no buttons left

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlmodel import select
 
-from tests.support.flows import ScriptedMetrics
+from tests.support.flows import ScriptedMetrics, owner_of
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.engine import session_scope
@@ -51,7 +51,8 @@ class Env:
         staged = rollout.stage_package(self.rt, key, wave=1)
         assert staged.release_id and not staged.held, staged
         request = rollout.request_handoff(self.rt, staged.release_id)
-        rollout.record_decision(self.rt, request.approval_id, "approve", "owner (test)")
+        assert rollout.record_decision(self.rt, request.approval_id, "approve",
+                                       owner_of(self.url, key), proof="unverified") == "approved"
         assert all(g.passed for g in rollout.enforce_gates(self.rt, staged.release_id))
         rollout.deploy_package(self.rt, staged.release_id)
         return staged.release_id
@@ -366,7 +367,8 @@ def test_a_held_new_release_leaves_the_package_contained(env: Env) -> None:
     assert staged.release_id != old
     request = rollout.request_handoff(env.rt, staged.release_id)
     assert env.state(FIN) == "awaiting_handoff"
-    rollout.record_decision(env.rt, request.approval_id, "reject", "owner", "not yet")
+    rollout.record_decision(env.rt, request.approval_id, "reject", owner_of(env.url, FIN),
+                            "not yet", proof="unverified")
     assert env.state(FIN) == "contained"
     with session_scope(env.url) as s:
         assert "not yet" in s.get(RolePackage, FIN).state_reason

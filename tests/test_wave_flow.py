@@ -63,6 +63,7 @@ class WaveEnv:
 @pytest.fixture
 def wave_env(loaded_store: str, monkeypatch) -> Iterator[WaveEnv]:
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("WAVEKIT_APPROVALS_UNVERIFIED", "true")  # the auto-approver has no code
     settings = load_settings(database_url=loaded_store, batch_size=50)
     target = SandboxTarget(loaded_store)
     seed_target(target)
@@ -75,7 +76,7 @@ def wave_env(loaded_store: str, monkeypatch) -> Iterator[WaveEnv]:
 
 def test_full_wave_deploys_watches_retires_and_ends_stable(wave_env: WaveEnv) -> None:
     with approver(wave_env.url):
-        result = release_wave(wave=1, triggered_by="rm-alex")
+        result = release_wave(wave=1, requested_by="rm-alex")
     assert result == {FIN: "watching", HR: "watching"}
     fin, hr = wave_env.view(FIN), wave_env.view(HR)
     live = wave_env.grants()
@@ -107,7 +108,7 @@ def test_failed_health_check_rolls_back_to_the_prior_bundle_exactly(wave_env: Wa
     before = wave_env.grants()
     wave_env.metrics.script[HR] = lambda day: {"ticket_noise": 4.5 if day >= 2 else 1.0}
     with approver(wave_env.url):
-        release_wave(wave=1)
+        release_wave(wave=1, requested_by="rm-alex")
     wave_env.watch_days(HR, 3)
     assert wave_env.state(HR) == "rolled_back"
     assert wave_env.state(FIN) == "watching"  # the other package is unaffected
@@ -135,11 +136,11 @@ def test_failed_health_check_rolls_back_to_the_prior_bundle_exactly(wave_env: Wa
 def test_rejection_holds_the_package_and_writes_nothing(wave_env: WaveEnv) -> None:
     def decide(a):  # type: ignore[no-untyped-def]
         if a.package_key == FIN:
-            return ("reject", "Finance Shared Services", "close calendar conflict")
-        return ("approve", "HR Operations", "")
+            return ("reject", "UFINOWNER1", "close calendar conflict")
+        return ("approve", "UHROWNER01", "")
 
     with approver(wave_env.url, decide):
-        result = release_wave(wave=1)
+        result = release_wave(wave=1, requested_by="rm-alex")
     assert result[FIN] == "held" and result[HR] == "watching"
     with session_scope(wave_env.url) as s:
         pkg = s.get(RolePackage, FIN)
@@ -154,7 +155,7 @@ def test_approval_timeout_holds_the_package(wave_env: WaveEnv, monkeypatch) -> N
     settings = load_settings(database_url=wave_env.url)
     with runtime_override(lambda: build_runtime(settings, target=wave_env.target,
                                                 metrics=wave_env.metrics)):
-        result = release_wave(wave=1, packages=[FIN])
+        result = release_wave(wave=1, requested_by="rm-alex", packages=[FIN])
     assert result == {FIN: "held"}
     with session_scope(wave_env.url) as s:
         assert "deadline passed" in s.get(RolePackage, FIN).state_reason
@@ -166,7 +167,7 @@ def test_failed_gate_blocks_only_its_package(wave_env: WaveEnv) -> None:
     member = sorted(wave_env.view(FIN).members)[0]
     wave_env.target.apply([Grant(member, "fin-payment-release")], [])
     with approver(wave_env.url):
-        result = release_wave(wave=1)
+        result = release_wave(wave=1, requested_by="rm-alex")
     assert result == {FIN: "held", HR: "watching"}
     with session_scope(wave_env.url) as s:
         reason = s.get(RolePackage, FIN).state_reason
@@ -174,7 +175,7 @@ def test_failed_gate_blocks_only_its_package(wave_env: WaveEnv) -> None:
 
 
 def test_dry_run_writes_nothing(wave_env: WaveEnv) -> None:
-    result = release_wave(wave=1, dry_run=True)
+    result = release_wave(wave=1, requested_by="rm-alex", dry_run=True)
     assert result == {FIN: "dry-run", HR: "dry-run"}
     assert wave_env.grants() == wave_env.seeded
     assert wave_env.state(FIN) == "release_ready"
@@ -182,7 +183,7 @@ def test_dry_run_writes_nothing(wave_env: WaveEnv) -> None:
 
 def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
     with approver(wave_env.url):
-        release_wave(wave=1, packages=[FIN])
+        release_wave(wave=1, requested_by="rm-alex", packages=[FIN])
     start = as_utc(wave_env.release(FIN).deployed_at)
     watch_packages(as_of=start + timedelta(days=2, minutes=1))
     # Everything is down from day 2 to day 9; the first tick after restart owes days 3-9.
@@ -229,7 +230,7 @@ def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> No
     assert 0 < len(intended & partial - before) < len(intended - before)
 
     with approver(wave_env.url):
-        assert release_wave(wave=1, packages=[FIN]) == {FIN: "watching"}
+        assert release_wave(wave=1, requested_by="rm-alex", packages=[FIN]) == {FIN: "watching"}
     live = wave_env.grants()
     assert intended <= live
     assert not {g for g in live if g.identity in fin.members and g.entitlement in fin.removes}
@@ -254,7 +255,7 @@ def test_legacy_grants_retire_after_a_clean_watch(wave_env: WaveEnv) -> None:
                      and g.entitlement in hr.retires}
     assert legacy_before
     with approver(wave_env.url):
-        release_wave(wave=1, packages=[HR])
+        release_wave(wave=1, requested_by="rm-alex", packages=[HR])
     # Watching: the legacy archive grants are still there.
     assert legacy_before <= wave_env.grants()
     wave_env.watch_days(HR, 8)  # a 7-day watch
@@ -273,7 +274,7 @@ def test_a_held_dependent_is_ready_once_its_dependency_is_stable(wave_env: WaveE
     with session_scope(wave_env.url) as s:  # HR now depends on Finance, in the same wave
         s.add(PackageDependency(package_key=HR, depends_on=FIN))
     with approver(wave_env.url):
-        result = release_wave(wave=1)
+        result = release_wave(wave=1, requested_by="rm-alex")
     assert result == {FIN: "watching", HR: "held"}
     with session_scope(wave_env.url) as s:
         assert "finance-month-end-operator is Watching" in s.get(RolePackage, HR).state_reason
@@ -285,4 +286,4 @@ def test_a_held_dependent_is_ready_once_its_dependency_is_stable(wave_env: WaveE
     assert ready.detail["after"] == FIN
     # Re-running the wave (what the watch deployment starts) releases the dependent.
     with approver(wave_env.url):
-        assert release_wave(wave=1) == {FIN: "stable", HR: "watching"}
+        assert release_wave(wave=1, requested_by="rm-alex") == {FIN: "stable", HR: "watching"}

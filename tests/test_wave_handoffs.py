@@ -49,6 +49,7 @@ def _eight_independent_packages(tmp_path: Path) -> str:
 
 def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("WAVEKIT_APPROVALS_UNVERIFIED", "true")  # the auto-approver has no code
     url = _eight_independent_packages(tmp_path)
     settings = load_settings(database_url=url)
     target = SandboxTarget(url)
@@ -61,12 +62,12 @@ def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, mo
         if asked < PACKAGES:
             return None
         all_asked.set()
-        return ("reject", "owner (test)", "timing test only")
+        return ("reject", None, "timing test only")
 
     with runtime_override(lambda: build_runtime(settings, target=target,
                                                 metrics=ScriptedMetrics())), \
             approver(url, decide):
-        result = release_wave(wave=1, triggered_by="U0RELMGR1")
+        result = release_wave(wave=1, requested_by="U0RELMGR1")
 
     assert all_asked.is_set(), "the owners were never all asked while the wave waited"
     with session_scope(url) as s:

@@ -68,6 +68,7 @@ def ldap_example(slapd_server) -> Iterator[tuple[Target, callable]]:  # type: ig
 def test_wave_deploys_and_a_health_failure_rolls_back_on_the_server(
         directory: str, request: pytest.FixtureRequest, loaded_store: str, monkeypatch) -> None:
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("WAVEKIT_APPROVALS_UNVERIFIED", "true")  # the auto-approver has no code
     target, fresh = request.getfixturevalue(directory)
     seed_target(target)
     before = fresh().read_grants(GROUPS)
@@ -75,7 +76,7 @@ def test_wave_deploys_and_a_health_failure_rolls_back_on_the_server(
     settings = load_settings(database_url=loaded_store, batch_size=100)
     with runtime_override(lambda: build_runtime(settings, target=target, metrics=metrics)):
         with approver(loaded_store):
-            assert release_wave(wave=1) == {FIN: "watching", HR: "watching"}
+            assert release_wave(wave=1, requested_by="rm-alex") == {FIN: "watching", HR: "watching"}
         with session_scope(loaded_store) as s:
             fin, hr = load_package_view(s, FIN), load_package_view(s, HR)
             deployed = as_utc(s.exec(select(Release.deployed_at)

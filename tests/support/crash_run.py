@@ -23,7 +23,7 @@ if __name__ == "__main__":
     url = sys.argv[1]
     from flows.wave import release_wave
 
-    settings = load_settings(database_url=url, batch_size=20)
+    settings = load_settings(database_url=url, batch_size=20, approvals_unverified=True)
     target = SlowSandbox(url)
     with runtime_override(lambda: build_runtime(settings, target=target)), auto_approver(url):
-        release_wave(wave=1, packages=["finance-month-end-operator"])
+        release_wave(wave=1, requested_by="rm-alex", packages=["finance-month-end-operator"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.flows import owner_of
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.packages import load_package_view
@@ -113,7 +114,9 @@ def deploy(rt: Runtime, key: str, *, retire: bool = True) -> rollout.StageOutcom
     assert staged.release_id is not None
     if not staged.resuming_deploy:
         request = rollout.request_handoff(rt, staged.release_id)
-        rollout.record_decision(rt, request.approval_id, "approve", "owner (test)")
+        assert rollout.record_decision(rt, request.approval_id, "approve",
+                                       owner_of(rt.database_url, key),
+                                       proof="unverified") == "approved"
         assert all(g.passed for g in rollout.enforce_gates(rt, staged.release_id))
     rollout.deploy_package(rt, staged.release_id)
     if retire:

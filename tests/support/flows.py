@@ -54,8 +54,18 @@ class ScriptedMetrics:
         return self.names.get(package.key, frozenset())
 
 
-def approve_all(_: Approval) -> tuple[str, str, str]:
-    return ("approve", "owner (test)", "looks good")
+def approve_all(_: Approval) -> tuple[str, str | None, str]:
+    return ("approve", None, "looks good")  # None: the next eligible approver (local mode)
+
+
+def owner_of(database_url: str, key: str) -> str:
+    """The package owner's approver id (Slack id, else e-mail)."""
+    from wavekit.adapters.store.engine import session_scope
+    from wavekit.adapters.store.packages import load_package_view
+
+    with session_scope(database_url) as s:
+        return next(p.id for p in load_package_view(s, key).approver_people
+                    if p.role == "owner")
 
 
 def approver(database_url: str, decide=approve_all):  # type: ignore[no-untyped-def]

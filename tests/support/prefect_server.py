@@ -48,7 +48,7 @@ from wavekit.workflow.approvals import approve_all, auto_approver
 reject = set(filter(None, sys.argv[2].split(","))) if len(sys.argv) > 2 else set()
 def decide(a):
     if a.package_key in reject:
-        return ("reject", "owner (test)", "not this quarter")
+        return ("reject", None, "not this quarter")
     return approve_all(a)
 with auto_approver(sys.argv[1], decide, poll_seconds=0.5):
     while True:
@@ -62,14 +62,30 @@ class PrefectServer:
     api: str  # http://127.0.0.1:P/api
     home: Path
     logs: Path
+    auth: str | None = None  # basic auth "user:password" the server requires, if any
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**prefect_env(self.api, self.home), **extra}
+        auth = {"PREFECT_API_AUTH_STRING": self.auth} if self.auth else {}
+        return {**prefect_env(self.api, self.home), **auth, **extra}
 
 
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
     """`prefect server start` on a free port with its own PREFECT_HOME (~10-20 s to start)."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def prefect_server_with_auth(tmp_path: Path) -> Iterator[PrefectServer]:
+    """The same server behind basic auth (PREFECT_SERVER_API_AUTH_STRING); its `env` gives
+    clients the matching PREFECT_API_AUTH_STRING."""
+    yield from _serve(tmp_path, auth=AUTH_STRING)
+
+
+AUTH_STRING = "wavekit-admin:a-long-random-test-secret"
+
+
+def _serve(tmp_path: Path, auth: str | None = None) -> Iterator[PrefectServer]:
     exe = BIN / "prefect"
     if not exe.exists():
         missing_server(f"{exe} is not installed")
@@ -78,11 +94,12 @@ def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
     home.mkdir()
     logs.mkdir(exist_ok=True)
     server = PrefectServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api",
-                           home, logs)
+                           home, logs, auth)
+    server_env = server.env(**({"PREFECT_SERVER_API_AUTH_STRING": auth} if auth else {}))
     with open(logs / "prefect-server.log", "wb") as out:
         proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)],
-                                env=server.env(), stdout=out, stderr=subprocess.STDOUT,
+                                env=server_env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=tmp_path)
     try:
         def healthy() -> bool:
@@ -105,10 +122,12 @@ def wavekit_serve(prefect_server: PrefectServer, tmp_path: Path):  # type: ignor
     procs: list[subprocess.Popen] = []
 
     def start(database_url: str, **extra: str) -> subprocess.Popen:
-        env = prefect_server.env(WAVEKIT_DATABASE_URL=database_url,
-                                 WAVEKIT_DATA_DIR=str(tmp_path / "wavekit-data"),
-                                 WAVEKIT_APPROVAL_POLL_SECONDS="1",
-                                 WAVEKIT_PREFECT_UI_URL=prefect_server.url, **extra)
+        # Local mode unless told otherwise: the auto-approver types no code.
+        env = prefect_server.env(**{"WAVEKIT_DATABASE_URL": database_url,
+                                    "WAVEKIT_DATA_DIR": str(tmp_path / "wavekit-data"),
+                                    "WAVEKIT_APPROVAL_POLL_SECONDS": "1",
+                                    "WAVEKIT_APPROVALS_UNVERIFIED": "true",
+                                    "WAVEKIT_PREFECT_UI_URL": prefect_server.url, **extra})
         with open(prefect_server.logs / "wavekit-serve.log", "ab") as out:
             proc = subprocess.Popen([str(BIN / "wavekit"), "serve", "--no-schedules"],
                                     env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -97,6 +97,9 @@ class PackageSpec:
     delegates: list[dict[str, str]] = field(default_factory=list)
     business_unit: str | None = None
     risk: str = "low"
+    approvals_required: int | None = None
+    approvals_from: list[str] = field(default_factory=list)
+    security_approvers: list[dict[str, str]] = field(default_factory=list)
     wave: int | None = None
     release_date: dt.date | None = None
     release_tentative: bool = False
@@ -565,11 +568,18 @@ def _check_sod_rules(validated: schema.Validated, entitlement_keys: set[str] | N
     return out
 
 
+def _person(d: schema.Delegate) -> dict[str, str]:
+    return {"name": d.name, "slack_id": d.slack_id or "", "email": d.email or ""}
+
+
 def _spec(m: schema.PackageModel) -> PackageSpec:
     return PackageSpec(
         key=m.key, name=m.name, owner_name=m.owner.name, description=m.description,
         owner_slack_id=m.owner.slack_id, owner_email=m.owner.email,
-        delegates=[{"name": d.name, "slack_id": d.slack_id or ""} for d in m.delegates],
+        delegates=[_person(d) for d in m.delegates],
+        approvals_required=m.approvals.required if m.approvals else None,
+        approvals_from=list(m.approvals.from_) if m.approvals else [],
+        security_approvers=[_person(d) for d in m.approvals.security] if m.approvals else [],
         business_unit=m.business_unit, risk=m.risk, wave=m.wave, release_date=m.release_date,
         release_tentative=m.release_tentative, watch_days=m.watch_days,
         telemetry_focus=m.telemetry_focus, health=m.health_overrides(),
@@ -705,7 +715,8 @@ def write_catalog(session: Session, catalog: Catalog, *, source: str = "") -> di
                                                     owner_name=spec.owner_name,
                                                     state=PackageState(spec.state))
         for attr in ("name", "description", "owner_name", "owner_slack_id", "owner_email",
-                     "delegates", "business_unit", "risk", "wave", "release_date",
+                     "delegates", "approvals_required", "approvals_from",
+                     "security_approvers", "business_unit", "risk", "wave", "release_date",
                      "release_tentative", "watch_days", "telemetry_focus", "health",
                      "fallback_plan", "fallback_drill", "rollback_only",
                      "retire_in_launch_window", "population_rule", "guards",

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -285,6 +285,25 @@ class Delegate(BaseModel):
     model_config = STRICT
     name: Name
     slack_id: SlackId | None = None
+    email: Email | None = None
+
+
+ApproverSource = Literal["owner", "delegates", "security"]
+
+
+class Approvals(BaseModel):
+    """Four eyes: how many distinct approvers must approve, and from whom.
+
+    `required` defaults to 2 for a high-risk package and 1 otherwise; `from` to the owner
+    and the delegates; `security` names the security approvers `from: [security]` means.
+    """
+
+    model_config = STRICT
+    required: Annotated[int, Field(ge=1, le=5)] | None = None
+    from_: Annotated[list[ApproverSource], Field(alias="from", min_length=1)] = [
+        "owner", "delegates"]
+    security: Annotated[list[Delegate], BeforeValidator(_as_list),
+                        Field(max_length=MAX_DELEGATES)] = []
 
 
 class Fallback(BaseModel):
@@ -504,6 +523,7 @@ class PackageModel(BaseModel):
                          Field(max_length=MAX_DELEGATES)] = []
     business_unit: Name | None = None
     risk: Risk = "low"
+    approvals: Approvals | None = None
     wave: WaveNumber | None = None
     release_date: CatalogDate | None = None
     release_tentative: bool = False
@@ -575,7 +595,7 @@ class DocumentModel(BaseModel):
 
 _ALL_FIELDS = sorted({name for m in (PackageModel, WaveModel, SodRuleModel, DocumentModel,
                                      Owner, Delegate, Fallback, CheckOverride, Rollout,
-                                     RolloutStep)
+                                     RolloutStep, Approvals)
                       for name in m.model_fields})
 
 MISSING = {

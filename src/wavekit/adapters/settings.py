@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     approval_reminder_hours: float = 4.0
     approval_escalate_hours: float = 8.0
     approval_poll_seconds: int = 5
+    # Local mode: accept Prefect UI decisions without a one-time code. Off by default; every
+    # decision taken so is recorded as unverified (audit log, reports). For demos only.
+    approvals_unverified: bool = False
+    # Where one-time approval codes are e-mailed when Slack does not reach an approver.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "wavekit@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
     review_cadence_days: int = 30
     # Links to runs in messages; unset, it follows PREFECT_API_URL (the UI is served beside it).
     prefect_ui_url: str | None = None

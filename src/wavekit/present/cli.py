@@ -306,7 +306,7 @@ def release(ctx: typer.Context, wave: int = WaveOption,
     if dry_run:
         quiet_prefect()
         result = project.flow("release_wave")(wave=wave, dry_run=True, packages=package or None,
-                                              triggered_by=who)
+                                              requested_by=who)
         console.print(f"Dry run of wave {wave}: nothing was written.")
         for key in result:
             console.print(f"  {key}")
@@ -719,6 +719,18 @@ from wavekit.present.drilling import drill as _drill
 app.command("drill")(_drill)
 
 
+def _unauthorized(exc: BaseException) -> bool:
+    """A Prefect server behind basic auth answered 401 (somewhere down the cause chain)."""
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code == 401:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main() -> None:
     """The console script: any unexpected error is one line; the traceback goes to the log."""
     import logging
@@ -737,6 +749,9 @@ def main() -> None:
 
         # A target's error already names the target and what failed, on one line.
         said = str(exc) if isinstance(exc, TargetError) else f"{type(exc).__name__}: {exc}"
+        if _unauthorized(exc):
+            said = ("the Prefect server refused wavekit (401 Unauthorized): set "
+                    "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING")
         err_console.print(f"[red]error:[/red] {escape(said)}".rstrip()
                           + f"\n[dim](traceback in {log_path}; WAVEKIT_DEBUG=1 shows it)[/dim]",
                           soft_wrap=True)  # the error stays one line, however wide

@@ -56,8 +56,11 @@ def demo_decide(rt: Runtime, package_key: str) -> str:
         if pkg is None or approval is None or approval.id is None:
             raise LookupError(f"{package_key} has no open handoff")
         owner, approval_id = pkg.owner_slack_id or pkg.owner_name, approval.id
-    rollout.record_decision(rt, approval_id, "approve", owner,
-                            "demo approval (not a real owner)", channel="demo")
+    decided = rollout.record_decision(rt, approval_id, "approve", owner,
+                                      "demo approval (not a real owner)", channel="demo",
+                                      proof="unverified")
+    if decided != "approved":
+        raise LookupError(f"the demo could not approve {package_key}")
     return owner
 
 
@@ -111,12 +114,12 @@ def demo_stepped_release(console: Console, rt: Runtime, clock: ManualClock, pack
         name, wave = (pkg.name, pkg.wave) if pkg else (package_key, None)
     console.print(f"\n[bold]Releasing {name} in steps[/bold] (wave {wave}, catalog rollout: "
                   "a canary cohort first)")
-    release_wave(wave=wave, packages=[package_key], triggered_by="demo-release-manager",
+    release_wave(wave=wave, packages=[package_key], requested_by="demo-release-manager",
                  wait_for_owners=False)
     clock.set(approve_at)
     who = demo_decide(rt, package_key)
     states = release_wave(wave=wave, packages=[package_key],
-                          triggered_by="demo-release-manager")
+                          requested_by="demo-release-manager")
     view = progress_view(rt, package_key)
     console.print(f"  approved by {who} (demo) → {states[package_key]}: "
                   + (view.describe() if view else "no steps"))
@@ -189,7 +192,11 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
     demo_dir = (data_dir or base.data_dir / "demo").resolve()
     url = f"sqlite:///{demo_dir / 'wavekit.db'}"
     os.environ["WAVEKIT_DATABASE_URL"] = url  # flows in this process wire the same store
-    settings = load_settings(target=target, database_url=url, data_dir=demo_dir)
+    # Local mode: the demo's own approvals carry no one-time code; each is recorded as
+    # unverified (audit log, reports), and the demo says so.
+    # Finance's owner answers after 28 hours in the story: the deadline allows it.
+    settings = load_settings(target=target, database_url=url, data_dir=demo_dir,
+                             approvals_unverified=True, approval_deadline_hours=48)
     reset_store(url)
     with session_scope(url) as s:
         counts = write_catalog(s, load_catalog(catalog), source=str(catalog))
@@ -213,15 +220,17 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         console.print("\n[bold]Releasing wave 1[/bold] on Prefect (embedded server): every "
                       "package is handed to its owner at once")
         with runtime_override(lambda: rt):
-            release_wave(wave=1, triggered_by="demo-release-manager", wait_for_owners=False)
-            console.print("[yellow]The owners' decisions below are given by the demo itself, "
-                          "not by real owners (recorded as such in the audit log).[/yellow]")
+            release_wave(wave=1, requested_by="demo-release-manager", wait_for_owners=False)
+            console.print("[yellow]Local mode (WAVEKIT_APPROVALS_UNVERIFIED): the owners' "
+                          "decisions below are given by the demo itself, without approval "
+                          "codes, and are recorded as unverified in the audit log and the "
+                          "reports.[/yellow]")
             for key, hours in DEMO_DECISIONS:
                 clock.set(launch + timedelta(hours=hours))
                 who = demo_decide(rt, key)
                 console.print(f"  +{hours}h: {key} approved by {who} (demo)")
                 states = release_wave(wave=1, packages=[key],
-                                      triggered_by="demo-release-manager")
+                                      requested_by="demo-release-manager")
                 console.print(f"  +{hours}h: {key} → {states[key]}")
             clock.set(launch + timedelta(hours=DRILL_AT_HOURS))
             demo_drill(console, rt, DRILLED)

@@ -102,7 +102,7 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
                       "here.")
         raise SystemExit(1)
     quiet_prefect()
-    params: dict[str, Any] = {"wave": wave, "packages": packages, "triggered_by": who}
+    params: dict[str, Any] = {"wave": wave, "packages": packages, "requested_by": who}
     if api and served_deployment(RELEASE_DEPLOYMENT):
         from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
@@ -163,3 +163,4 @@ def print_outcome(console: Console, database_url: str, wave: int, keys: list[str
         console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (in "
                       "Slack, or in the run's form on a Prefect server), run "
                       f"`wavekit release --wave {wave}` again to continue; decisions are kept.")
+        console.print("The form asks each approver for the one-time code wavekit sent them.")

@@ -420,7 +420,8 @@ def release_summary(session: Session, release: Release, package: RolePackage,
     batches = [e for e in events if e.action == "deploy_batch"]
     retired = _last(events, "legacy_retired")
     approvals = [e for e in events
-                 if e.action in ("approval_requested", "approval_decided", "approval_refused")]
+                 if e.action in ("approval_requested", "approval_signed", "approval_decided",
+                                 "approval_refused", "approval_timed_out", "approval_locked")]
     df = health_frame(_health_rows(session, release.id))
     return {
         "release": release, "package": package, "plan": plan,
@@ -577,7 +578,8 @@ def render_rollback_report(database_url: str, release_id: int) -> str:
 
 # Audit actions shown as release activity; batches and passing checks would drown the rest.
 ACTIVITY_ACTIONS = ("state_changed", "plan_staged", "approval_requested", "approval_decided",
-                    "approval_refused", "gates_checked", "deployed", "health_checked",
+                    "approval_signed", "approval_refused", "gates_checked", "deployed",
+                    "health_checked",
                     "legacy_retired", "rollback_started", "rollback_verified",
                     "package_contained", "catalog_loaded", "drill_recorded")
 ACTIVITY_LIMIT = 8
@@ -743,6 +745,9 @@ def dashboard_context(session: Session, as_of: datetime, selected: str | None = 
         "name_by_key": {k: p.name for k, p in packages.items()},
         "telemetry_live": any(PackageState(p.state) == PackageState.WATCHING
                               for p in packages.values()),
+        # Decisions taken without proof of who decided (WAVEKIT_APPROVALS_UNVERIFIED).
+        "unverified_approvals": len(session.exec(select(Approval.id).where(
+            Approval.proof == "unverified")).all()),
         "store": None,
     }
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, select
 
 from wavekit.adapters.store import audit, suspensions
+from wavekit.adapters.store.approvals import settle, time_out
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
 from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import session_scope
@@ -28,7 +29,8 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
-from wavekit.domain.decisions import STORED_DECISION
+from wavekit.domain.decisions import Click, Proof
+from wavekit.domain.decisions import Verdict as Judged
 from wavekit.domain.drills import DrillRecord
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
@@ -275,13 +277,14 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
             deadline = now + timedelta(hours=rt.settings.approval_deadline_hours)
             approval = Approval(release_id=release_id, package_key=pkg.key, requested_at=now,
                                 deadline=deadline, flow_run_id=release.flow_run_id,
-                                channel="slack" if rt.notifier else "prefect-ui")
+                                channel="slack" if rt.notifier else "prefect-ui",
+                                required=load_package_view(s, pkg.key).required_approvals)
             s.add(approval)
             s.flush()
             audit.record(s, "approval_requested", package_key=pkg.key, wave=pkg.wave,
                          release_id=release_id, flow_run_id=release.flow_run_id, at=now,
                          approval_id=approval.id, deadline=deadline.isoformat(),
-                         owner=pkg.owner_name)
+                         owner=pkg.owner_name, required=approval.required)
         else:
             if (approval.decision is None and approval.flow_run_id and release.flow_run_id
                     and approval.flow_run_id != release.flow_run_id):
@@ -294,30 +297,85 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
                               superseded_run=superseded)
 
 
-def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
-                    comment: str = "", channel: str = "prefect-ui") -> str:
-    """Store the owner's decision (unless one is already stored) and apply it to the package.
+def proof_for_form(rt: Runtime) -> Proof:
+    """How a Prefect UI decision proves its decider: a one-time code, unless local mode."""
+    return "unverified" if rt.settings.approvals_unverified else "code"
 
-    The store is the source of truth: a decision recorded by the Slack receiver before the
-    run resumed wins over the run input. Returns approved | rejected | timeout.
+
+def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
+                    comment: str = "", channel: str = "prefect-ui", *, code: str = "",
+                    proof: Proof | None = None) -> str | None:
+    """Judge a decision with the one rule (store.approvals.settle) and, when it decides the
+    approval, apply it to the package.
+
+    Returns approved | rejected | timeout once the approval is decided (now or before: the
+    store is the source of truth, so a decision the Slack receiver recorded wins), or None
+    while it still waits (the decision was refused, or four eyes need another approver).
     """
+    now = rt.clock.now()
+    click = Click(approver.strip(), decision, comment=comment.strip(), code=code)
+    with session_scope(rt.database_url) as s:
+        settled = settle(s, approval_id, click, channel=channel,
+                         proof=proof or proof_for_form(rt), now=now)
+    if settled.locked_now and settled.ctx is not None:
+        from wavekit.workflow.approval_codes import notify_locked
+
+        notify_locked(rt, settled.ctx)
+    if settled.final or settled.outcome.verdict is Judged.ALREADY_DECIDED:
+        return apply_decision(rt, approval_id)
+    return None
+
+
+def record_form_input(rt: Runtime, approval_id: int, attempt: int, decision: str,
+                      approver: str, code: str, comment: str) -> str | None:
+    """The UI form's input for pause `attempt` of this approval, judged once (a re-run that
+    reads the same input again does not judge it twice). As `record_decision` returns."""
+    with session_scope(rt.database_url) as s:
+        approval = s.get(Approval, approval_id)
+        fresh = approval.form_inputs == attempt
+        if fresh:
+            approval.form_inputs += 1
+    if not fresh:
+        return apply_decision(rt, approval_id) if _decided(rt, approval_id) else None
+    return record_decision(rt, approval_id, decision, approver, comment, "prefect-ui",
+                           code=code)
+
+
+def _decided(rt: Runtime, approval_id: int) -> bool:
+    with session_scope(rt.database_url) as s:
+        return s.get(Approval, approval_id).decision is not None
+
+
+def record_timeout(rt: Runtime, approval_id: int) -> str:
+    """The deadline passed with the run still waiting: record the timeout (unless a decision
+    won the race) and hold the package."""
+    with session_scope(rt.database_url) as s:
+        time_out(s, approval_id, rt.clock.now())
+    return apply_decision(rt, approval_id)
+
+
+def apply_decision(rt: Runtime, approval_id: int) -> str:
+    """Apply the approval's stored decision to its package, exactly once, however it was
+    made (live, or while no run was waiting): approved stamps the release's approved_at and
+    approved_by; rejected or timed out holds the package and closes its release."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
         approval = s.get(Approval, approval_id)
+        if approval is None or approval.decision is None:
+            raise LookupError(f"approval #{approval_id} has no stored decision")
         release = s.get(Release, approval.release_id)
         pkg = s.get(RolePackage, approval.package_key)
-        if approval.decision is None:
-            approval.decision = STORED_DECISION.get(decision, decision)
-            approval.approver, approval.comment, approval.decided_at = approver, comment, now
-            approval.channel = channel
-            audit.record(s, "approval_decided", actor=approver or "unknown",
-                         package_key=pkg.key, wave=pkg.wave, release_id=release.id, at=now,
-                         decision=decision, approver=approver, comment=comment, channel=channel)
         final = approval.decision
         if final == "approved":
-            release.approved_at = release.approved_at or approval.decided_at or now
-            release.approved_by = approval.approver
-        elif S(pkg.state) == S.AWAITING_HANDOFF:
+            if release.approved_at is None:
+                release.approved_at = approval.decided_at or now
+                release.approved_by = approval.approver
+                audit.record(s, "approval_applied", package_key=pkg.key, wave=pkg.wave,
+                             release_id=release.id, at=now, approval_id=approval_id,
+                             decision=final, approvers=(approval.approver or "").split(","),
+                             proof=approval.proof,
+                             verified=approval.proof not in (None, "unverified"))
+        elif not release.closed:
             why = ("approval deadline passed without a decision" if final == "timeout" else
                    f"rejected by {approval.approver}: {approval.comment or 'no reason given'}")
             _hold(s, pkg, release, why, now)
@@ -591,14 +649,26 @@ def handoff_timeout_seconds(rt: Runtime, request: HandoffRequest, step: HandoffS
     return max(1, int(left))
 
 
+@dataclass(frozen=True)
+class FormWait:
+    """The next wait of a run for its owner: already decided, or pause number `attempt`."""
+
+    decided: bool
+    attempt: int
+    timeout: int
+
+
+def form_wait(rt: Runtime, request: HandoffRequest, step: HandoffStep) -> FormWait:
+    """Read, before each pause, whether a decision arrived meanwhile and which pause this is."""
+    with session_scope(rt.database_url) as s:
+        approval = s.get(Approval, request.approval_id)
+        decided, attempt = approval.decision is not None, approval.form_inputs
+    return FormWait(decided, attempt, handoff_timeout_seconds(rt, request, step))
+
+
 def apply_stored_decision(rt: Runtime, approval_id: int) -> str:
     """Apply a decision stored while no run was waiting, exactly as if it had arrived live."""
-    with session_scope(rt.database_url) as s:
-        approval = s.get(Approval, approval_id)
-        if approval is None or approval.decision is None:
-            raise LookupError(f"approval #{approval_id} has no stored decision")
-        decision, approver = approval.decision, approval.approver
-    return record_decision(rt, approval_id, decision, approver or "")
+    return apply_decision(rt, approval_id)
 
 
 @dataclass(frozen=True)

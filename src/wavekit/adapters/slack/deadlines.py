@@ -18,22 +18,22 @@ from enum import StrEnum
 from typing import Any
 
 from slack_sdk.errors import SlackClientError
-from sqlalchemy import update
 from sqlmodel import select
 
 from wavekit.adapters.slack.notifier import Notifier
 from wavekit.adapters.store import audit
+from wavekit.adapters.store.approvals import TIMEOUT_APPROVER, time_out
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
+from wavekit.domain.decisions import deadline_passed
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REMINDER_AFTER = timedelta(hours=4)
 DEFAULT_ESCALATE_AFTER = timedelta(hours=8)
 DEFAULT_DEADLINE_AFTER = timedelta(hours=24)
-TIMEOUT_APPROVER = "wavekit"
 
 
 class DeadlineAction(StrEnum):
@@ -56,7 +56,7 @@ def deadline_actions(
     """What is due for a pending approval at `now`; no deadline given means 24 h after request."""
     requested_at, now = as_utc(requested_at), as_utc(now)
     due = as_utc(deadline) if deadline else requested_at + DEFAULT_DEADLINE_AFTER
-    if now >= due:
+    if deadline_passed(due, now):
         return [DeadlineAction.TIME_OUT]
     actions = []
     if not reminded and now >= requested_at + reminder_after:
@@ -77,10 +77,10 @@ class TimedOut:
 
 
 def timeout_input(deadline: datetime) -> dict[str, Any]:
-    """The ApprovalInput a timed-out run is resumed with: a reject that holds the package."""
-    return {"decision": "reject", "approver": TIMEOUT_APPROVER,
-            "comment": f"no decision by {as_utc(deadline):%Y-%m-%d %H:%M} UTC",
-            "channel": "timeout"}
+    """The ApprovalInput a timed-out run is resumed with. The run reads the timeout from the
+    store (recorded first); the input only has to fit the form."""
+    return {"decision": "reject", "approver": TIMEOUT_APPROVER, "code": "",
+            "comment": f"no decision by {as_utc(deadline):%Y-%m-%d %H:%M} UTC"}
 
 
 def apply_deadlines(
@@ -169,20 +169,12 @@ def _time_out(database_url: str, notifier: Notifier, approval: Approval, deadlin
     with session_scope(database_url) as s:
         pkg = load_package_view(s, approval.package_key)
         # Someone may have clicked since we listed the pending approvals: they win.
-        won = s.exec(update(Approval)
-                     .where(Approval.id == approval.id, Approval.decided_at.is_(None))
-                     .values(decided_at=now, decision="timeout", approver=TIMEOUT_APPROVER,
-                             comment=run_input["comment"])).rowcount
-        if not won:
+        if not time_out(s, approval.id, now):
             return None
-        audit.record(s, "approval_timed_out", package_key=pkg.key, wave=pkg.wave,
-                     release_id=approval.release_id, flow_run_id=approval.flow_run_id, at=now,
-                     approval_id=approval.id, deadline=deadline.isoformat())
     try:
         notifier.mark_decided(channel=approval.slack_channel, ts=approval.slack_ts,
                               package_name=pkg.name, wave=pkg.wave, decision="timeout",
                               approver=TIMEOUT_APPROVER, decided_at=deadline)
     except SlackClientError as exc:
         log.warning("could not update the Slack message of approval #%s: %s", approval.id, exc)
-    assert approval.id is not None
     return TimedOut(approval.id, pkg.key, approval.flow_run_id, run_input)

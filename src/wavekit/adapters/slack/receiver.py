@@ -24,7 +24,6 @@ from uuid import UUID
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
-from sqlalchemy import update
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -46,13 +45,11 @@ from wavekit.adapters.slack.payloads import (
 from wavekit.adapters.slack.payloads import approval_id as payload_approval_id
 from wavekit.adapters.slack.signing import check_signature, remember_signature
 from wavekit.adapters.store import audit
+from wavekit.adapters.store.approvals import ApprovalContext, load_context, refuse, settle
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import Approval, Release
-from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import Clock, SystemClock, as_utc
 from wavekit.domain.decisions import (
     STORED_DECISION,
-    ApprovalFacts,
     Click,
     Outcome,
     Verdict,
@@ -73,37 +70,11 @@ def prefect_resumer(flow_run_id: str, run_input: dict[str, Any]) -> None:
     resume_flow_run(UUID(flow_run_id), run_input=run_input, _sync=True)
 
 
-@dataclass(frozen=True)
-class _Context:
-    """One approval as the receiver needs it: the rules' facts and what the message shows."""
-
-    facts: ApprovalFacts
-    package_key: str
-    package_name: str
-    wave: int | None
-    release_id: int
-    flow_run_id: str | None
-    slack_channel: str | None
-    slack_ts: str | None
+_Context = ApprovalContext
 
 
 def _load(session: Any, approval_id: int) -> _Context | None:
-    approval = session.get(Approval, approval_id)
-    if approval is None:
-        return None
-    release = session.get(Release, approval.release_id)
-    pkg = load_package_view(session, approval.package_key)
-    names = {d["slack_id"]: d.get("name", "") for d in pkg.delegates if d.get("slack_id")}
-    if pkg.owner_slack_id:
-        names[pkg.owner_slack_id] = pkg.owner_name
-    facts = ApprovalFacts(
-        approval_id=approval_id, approvers=pkg.approvers, names=names,
-        owner_name=pkg.owner_name, triggered_by=release.triggered_by if release else None,
-        deadline=approval.deadline, decided_at=approval.decided_at,
-        decision=approval.decision, decided_by=approval.approver)
-    return _Context(facts=facts, package_key=pkg.key, package_name=pkg.name, wave=pkg.wave,
-                    release_id=approval.release_id, flow_run_id=approval.flow_run_id,
-                    slack_channel=approval.slack_channel, slack_ts=approval.slack_ts)
+    return load_context(session, approval_id)
 
 
 @dataclass
@@ -157,10 +128,9 @@ class Interactions:
                      channel: str | None) -> None:
         click = Click(user.id, "reject", user.display)
         with session_scope(self.database_url) as s:
-            ctx = _load(s, approval_id) if approval_id is not None else None
-            outcome = self._judge(ctx, click, need_reason=False)
-            if outcome.verdict is Verdict.REFUSE:
-                self._audit_refusal(s, ctx, approval_id, click, outcome)
+            settled = settle(s, approval_id, click, channel="slack", proof="slack",
+                             now=self.clock.now(), need_reason=False)
+        outcome, ctx = settled.outcome, settled.ctx
         if outcome.accepted and ctx is not None:
             # The reason is asked for in a modal; its submission carries the decision.
             view = messages.reject_modal(approval_id=ctx.facts.approval_id,
@@ -192,43 +162,28 @@ class Interactions:
         return decide(click, ctx.facts, self.clock.now(), need_reason=need_reason)
 
     def _settle(self, approval_id: int | None, click: Click, channel: str | None) -> Outcome:
-        """Judge a final click; on accept record it, resume the run and update the message."""
+        """Judge a final click (the one rule, `settle`); when it decides the approval, resume
+        the run and update the message. A sign-off that leaves four eyes waiting resumes
+        nothing: the run waits for the next approver."""
         now = self.clock.now()
-        stored = STORED_DECISION.get(click.action, click.action)
         with session_scope(self.database_url) as s:
-            ctx = _load(s, approval_id) if approval_id is not None else None
-            outcome = self._judge(ctx, click)
-            if outcome.accepted and ctx is not None:
-                # Only the first decision wins, even if two people click at the same moment.
-                won = s.exec(update(Approval)
-                             .where(Approval.id == approval_id, Approval.decided_at.is_(None))
-                             .values(decided_at=now, decision=stored, approver=click.user_id,
-                                     comment=click.comment or None, channel="slack")).rowcount
-                if won:
-                    audit.record(s, "approval_decided", actor=click.user_id,
-                                 package_key=ctx.package_key, wave=ctx.wave,
-                                 release_id=ctx.release_id, flow_run_id=ctx.flow_run_id, at=now,
-                                 approval_id=approval_id, decision=stored,
-                                 approver=click.user_id,
-                                 approver_name=ctx.facts.names.get(click.user_id, ""),
-                                 comment=click.comment, channel="slack")
-                else:
-                    s.expire_all()
-                    ctx = _load(s, approval_id)
-                    assert ctx is not None
-                    outcome = decide(click, ctx.facts, now)
-            elif outcome.verdict is Verdict.REFUSE:
-                self._audit_refusal(s, ctx, approval_id, click, outcome)
-        if outcome.accepted and ctx is not None:
-            self._after_decision(ctx, click, stored, now, channel)
+            settled = settle(s, approval_id, click, channel="slack", proof="slack", now=now)
+        outcome, ctx = settled.outcome, settled.ctx
+        if settled.final and ctx is not None:
+            self._after_decision(ctx, click, STORED_DECISION[click.action], now, channel)
+        elif outcome.accepted:
+            self._ephemeral(channel, click.user_id, messages.notice_message(
+                f"Your approval is recorded; {ctx.facts.required if ctx else 2} different "
+                "approvers must approve before it deploys."))
         else:
             self._answer(channel, click.user_id, outcome)
         return outcome
 
     def _after_decision(self, ctx: _Context, click: Click, stored: str, now: datetime,
                         channel: str | None) -> None:
-        run_input = {"decision": click.action, "approver": click.user_id,
-                     "comment": click.comment, "channel": "slack"}
+        # The run reads the decision from the store; the input only has to fit the form.
+        run_input = {"decision": click.action, "approver": click.user_id, "code": "",
+                     "comment": click.comment}
         error = "" if ctx.flow_run_id else "the approval names no flow run"
         if ctx.flow_run_id:
             try:
@@ -264,13 +219,7 @@ class Interactions:
 
     def _audit_refusal(self, session: Any, ctx: _Context | None, approval_id: int | None,
                        click: Click, outcome: Outcome) -> None:
-        audit.record(session, "approval_refused", actor=click.user_id or "unknown",
-                     package_key=ctx.package_key if ctx else None,
-                     wave=ctx.wave if ctx else None,
-                     release_id=ctx.release_id if ctx else None,
-                     flow_run_id=ctx.flow_run_id if ctx else None, at=self.clock.now(),
-                     approval_id=approval_id, user=click.user_id, user_name=click.user_name,
-                     clicked=click.action, reason=outcome.reason)
+        refuse(session, ctx, approval_id, click, outcome, channel="slack", now=self.clock.now())
 
     def _answer(self, channel: str | None, user_id: str, outcome: Outcome) -> None:
         if outcome.verdict is Verdict.ALREADY_DECIDED:

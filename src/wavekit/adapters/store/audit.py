@@ -31,7 +31,7 @@ from sqlalchemy import func, text
 from sqlalchemy.orm import attributes
 from sqlmodel import Session, col, select
 
-from wavekit.adapters.store.models import AuditEvent
+from wavekit.adapters.store.models import AuditEvent, Release
 from wavekit.domain.clock import as_utc, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -64,7 +64,12 @@ def record(
     """Add one audit event to the session (committed with the change it describes).
 
     Its seq and hashes are assigned when the session commits, in the order of `record` calls.
+    An event about a release names who requested the run (`requested_by`), unless given.
     """
+    if release_id is not None and "requested_by" not in detail:
+        release = session.get(Release, release_id)
+        if release is not None and release.triggered_by:
+            detail["requested_by"] = release.triggered_by
     event = AuditEvent(
         at=at or utcnow(), actor=actor, action=action, package_key=package_key, wave=wave,
         release_id=release_id, flow_run_id=flow_run_id, detail=detail,

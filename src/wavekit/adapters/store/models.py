@@ -55,7 +55,13 @@ class RolePackage(SQLModel, table=True):
     owner_name: str
     owner_slack_id: str | None = None
     owner_email: str | None = None
-    delegates: list[dict[str, str]] = _json()  # [{"name": ..., "slack_id": ...}]
+    delegates: list[dict[str, str]] = _json()  # [{"name": ..., "slack_id": ..., "email": ...}]
+    # Four eyes (catalog `approvals:`): distinct approvals needed (None: by risk), who may
+    # give them (owner, delegates, security; empty: owner and delegates), and the security
+    # approvers the catalog names.
+    approvals_required: int | None = None
+    approvals_from: list[str] = _json()
+    security_approvers: list[dict[str, str]] = _json()
     business_unit: str | None = None
     risk: str = "low"  # low | medium | high
     wave: int | None = Field(default=None, index=True)
@@ -221,8 +227,14 @@ class Approval(SQLModel, table=True):
     release_id: int = Field(foreign_key="release.id", index=True)
     package_key: str = Field(index=True)
     flow_run_id: str | None = None
-    channel: str = "prefect-ui"  # prefect-ui | slack
+    channel: str = "prefect-ui"  # prefect-ui | slack | deadline
     requested_at: datetime = Field(default_factory=utcnow)
+    required: int = 1  # distinct approvals needed before it is approved (four eyes: 2)
+    # How the final decision's decider was identified: slack | code | unverified | deadline.
+    proof: str | None = None
+    form_inputs: int = 0  # UI form inputs judged so far: the next pause's key
+    wrong_codes: int = 0
+    locked_at: datetime | None = None
     deadline: datetime | None = None
     reminder_sent_at: datetime | None = None
     escalated_at: datetime | None = None
@@ -232,6 +244,37 @@ class Approval(SQLModel, table=True):
     comment: str | None = None
     slack_channel: str | None = None
     slack_ts: str | None = None
+
+
+class ApprovalSignoff(SQLModel, table=True):
+    """One accepted approve or reject of an approval; four eyes need several."""
+
+    __table_args__ = (UniqueConstraint("approval_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", index=True)
+    approver: str
+    decision: str  # approved | rejected
+    comment: str = ""
+    channel: str  # slack | prefect-ui
+    proof: str  # slack | code | unverified
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ApprovalCode(SQLModel, table=True):
+    """A one-time approval code sent to one approver of one approval; only its hash is kept."""
+
+    __table_args__ = (UniqueConstraint("approval_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", index=True)
+    approver: str
+    salt: str
+    digest: str = Field(max_length=64)
+    sent_via: str  # slack | email
+    sent_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    used_at: datetime | None = None
 
 
 class HealthCheckResult(SQLModel, table=True):

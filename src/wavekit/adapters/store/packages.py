@@ -30,7 +30,10 @@ def load_package_view(session: Session, key: str) -> PackageView:
     return PackageView(
         key=pkg.key, name=pkg.name, state=PackageState(pkg.state), risk=pkg.risk, wave=pkg.wave,
         owner_name=pkg.owner_name, owner_slack_id=pkg.owner_slack_id,
-        delegates=tuple(pkg.delegates or ()), members=frozenset(members),
+        owner_email=pkg.owner_email, delegates=tuple(pkg.delegates or ()),
+        approvals_required=pkg.approvals_required,
+        approvals_from=tuple(pkg.approvals_from or ()),
+        security_approvers=tuple(pkg.security_approvers or ()), members=frozenset(members),
         entitlements=frozenset(by_usage["grant"]), removes=frozenset(by_usage["remove"]),
         retires=frozenset(by_usage["retire"]), depends_on=tuple(sorted(deps)),
         watch_days=pkg.watch_days, health=dict(pkg.health or {}),
