@@ -40,11 +40,13 @@ def _deployed_first_step(url: str) -> GrantSet:
     seed_target(target)
     with session_scope(url) as s:
         before = target.read_grants(list(s.exec(select(Entitlement.key))))
-    with build_runtime(load_settings(database_url=url), target=target) as rt:
+    with build_runtime(load_settings(database_url=url, approvals_unverified=True),
+                       target=target) as rt:
         rid = rollout.stage_package(rt, FIN, wave=1).release_id
         assert rid is not None
         request = rollout.request_handoff(rt, rid)
-        rollout.record_decision(rt, request.approval_id, "approve", "owner (test)")
+        assert rollout.record_decision(rt, request.approval_id, "approve", "UFINOWNER1",
+                                       proof="unverified") == "approved"
         assert all(g.passed for g in rollout.enforce_gates(rt, rid))
         rollout.deploy_package(rt, rid)
     assert target.read_grants({g.entitlement for g in before}) != before

@@ -83,7 +83,7 @@ def env(loaded_store: str, monkeypatch) -> Iterator[Env]:
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
     with session_scope(loaded_store) as s:
         s.get(RolePackage, FIN).rollout = STEPS
-    settings = load_settings(database_url=loaded_store, batch_size=50)
+    settings = load_settings(database_url=loaded_store, batch_size=50, approvals_unverified=True)
     target = SandboxTarget(loaded_store)
     seed_target(target)
     clock = ManualClock(utcnow().replace(microsecond=0))
@@ -321,7 +321,8 @@ def test_on_a_scim_server_steps_widen_and_a_failure_at_step_two_rolls_back_both(
     before = fresh().read_grants(GROUPS)
     clock = ManualClock(utcnow().replace(microsecond=0))
     e = Env(loaded_store, target, ScriptedMetrics(), clock)
-    settings = load_settings(database_url=loaded_store, batch_size=100)
+    settings = load_settings(database_url=loaded_store, batch_size=100,
+                             approvals_unverified=True)
     with runtime_override(lambda: build_runtime(settings, target=target, metrics=e.metrics,
                                                 clock=clock)):
         with approver(loaded_store):
