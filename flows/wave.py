@@ -33,7 +33,7 @@ from wavekit.adapters.slack.notifier import announce_handoff
 from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import containment, notices, rollout, watch
+from wavekit.workflow import containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import Runtime, current_runtime
@@ -181,15 +181,17 @@ def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
         description=f"Approve {package_key} for wave {wave}?")
     timeout = rollout.handoff_timeout_seconds(rt, request, step)
     key = f"approval-{request.approval_id}"
-    if step == "suspend":
-        # Exits this process; the resumed run starts from the top and arrives here again.
-        given = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
-    else:
-        try:
-            given = pause_flow_run(wait_for_input=form, timeout=timeout, key=key,
-                                   poll_interval=rt.settings.approval_poll_seconds)
-        except FlowPauseTimeout:
-            given = None
+    # Waiting writes nothing: the package's lease is given back meanwhile, taken again after.
+    with leases.released(leases.package(package_key)):
+        if step == "suspend":
+            # Exits this process; the resumed run starts from the top and arrives here again.
+            given = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+        else:
+            try:
+                given = pause_flow_run(wait_for_input=form, timeout=timeout, key=key,
+                                       poll_interval=rt.settings.approval_poll_seconds)
+            except FlowPauseTimeout:
+                given = None
     return record_decision(rt, request.approval_id, given)
 
 
@@ -207,8 +209,22 @@ def _end(rt: Runtime, package_key: str, wave: int | None) -> State:
 @flow(name="roll-out-package", log_prints=True, flow_run_name="{package_key} · wave {wave}")
 def roll_out_package(package_key: str, wave: int | None = None,
                      triggered_by: str | None = None, wait_for_owner: bool = True) -> State:
-    """Stage, hand off, check, deploy and start watching one role package."""
+    """Stage, hand off, check, deploy and start watching one role package.
+
+    Refused at once (a Failed state named Refused) while another run holds the package.
+    """
     rt = current_runtime()
+    log = get_run_logger()
+    try:
+        with leases.hold(rt, leases.package(package_key)):
+            return _roll_out(rt, package_key, wave, triggered_by, wait_for_owner)
+    except leases.LeaseHeld as refused:
+        log.warning("%s", refused)
+        return Failed(name="Refused", message=str(refused), data="refused")
+
+
+def _roll_out(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | None,
+              wait_for_owner: bool) -> State:
     log = get_run_logger()
     staged = stage(rt, package_key, wave, triggered_by)
     if staged.skipped:
@@ -263,7 +279,9 @@ def after_tick(rt: Runtime, tick: watch.TickOutcome) -> watch.NextActions:
 def run_package(rt: Runtime, package_key: str, wave: int, triggered_by: str | None,
                 wait_for_owner: bool) -> str:
     # A task wraps the subflow so the packages of an ad-hoc run go concurrently.
-    roll_out_package(package_key, wave, triggered_by, wait_for_owner, return_state=True)
+    state = roll_out_package(package_key, wave, triggered_by, wait_for_owner, return_state=True)
+    if state.name == "Refused":
+        return "refused"
     return rollout.package_state(rt, package_key)[0]
 
 
@@ -292,6 +310,8 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
     """Release one wave: a roll-out run per package, all handed off at once.
 
     dry_run stages nothing and writes nothing: it publishes each package's plan and gates.
+    A second run of the wave, or one while another run holds one of its packages, is refused
+    at once (LeaseHeld, naming the holder).
     """
     rt = current_runtime()
     schedule = plan_wave_order(rt.database_url, wave, packages)
@@ -300,6 +320,13 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
                               description=f"Dry run of wave {wave}: nothing was written")
         return {str(r["package"]): "dry-run" for r in rows}
+    with leases.hold(rt, leases.wave(wave)):
+        leases.check_free(rt, [leases.package(key) for key in schedule])
+        return _release(rt, wave, schedule, triggered_by, wait_for_owners)
+
+
+def _release(rt: Runtime, wave: int, schedule: dict[str, list[str]], triggered_by: str | None,
+             wait_for_owners: bool) -> dict[str, str]:
     if _under_deployment():
         # Each package is its own run; dependents are held at staging by their gate until
         # their dependencies are Stable, and the watch releases them then.
@@ -338,6 +365,12 @@ def rollback_package(package_key: str, reason: str = "manual rollback by a relea
                      release_id: int | None = None, actor: str = "wavekit") -> dict[str, Any]:
     """Restore the prior bundle of a package's release exactly, verify it, record it."""
     rt = current_runtime()
+    with leases.hold(rt, leases.package(package_key)):  # re-entrant under a watch tick's
+        return _roll_back(rt, package_key, reason, release_id, actor)
+
+
+def _roll_back(rt: Runtime, package_key: str, reason: str, release_id: int | None, actor: str
+               ) -> dict[str, Any]:
     rid = rollback_domain.find_release(rt, package_key, release_id)
     rollback_domain.begin_rollback(rt, rid, reason, actor)
     outcome = verify(rt, rid, restore(rt, rid))

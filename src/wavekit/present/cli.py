@@ -27,17 +27,22 @@ from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
 from wavekit.present.views import print_maintenance_summary
+from wavekit.workflow.leases import LeaseHeld
 from wavekit.workflow.runtime import Runtime, build_runtime, runtime_override
 
 
 class _Commands(TyperGroup):
-    """Every command: a store wavekit cannot use (StoreNotReady) is one line and exit 1."""
+    """Every command: a store wavekit cannot use (StoreNotReady), or a wave or package another
+    run holds (LeaseHeld), is one line and exit 1."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
         try:
             return super().invoke(ctx)
         except schema.StoreNotReady as exc:
             typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        except LeaseHeld as exc:  # another run writes the wave or package: name it, stop
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
 
 
