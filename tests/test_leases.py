@@ -363,3 +363,18 @@ def test_a_lease_whose_prefect_flow_run_is_over_is_taken_over(wave_env: Any) -> 
     _foreign_lease(wave_env.url, leases.package(FIN), host="wk-worker-2", pid=1,
                    expires_in=timedelta(minutes=5), flow_run_id=finished)
     assert later() == os.getpid()
+
+
+def test_prefect_yaml_limits_concurrent_runs_of_each_deployment_as_it_is_served() -> None:
+    from wavekit.present.serving import build_deployments, load_deployment_specs
+
+    served = {d.name: d for d in build_deployments(load_deployment_specs(), schedules=False)}
+    for name, limit, strategy in [("release-wave", 1, "ENQUEUE"),
+                                  ("watch-packages", 1, "CANCEL_NEW"),
+                                  ("nightly-maintenance", 1, "CANCEL_NEW"),
+                                  ("approval-deadlines", 1, "CANCEL_NEW")]:
+        deployment = served[name]
+        assert deployment.concurrency_limit == limit, name
+        assert deployment.concurrency_options.collision_strategy.value == strategy, name
+    # Its runs suspend at the owner handoff: the package lease guards it, not a slot count.
+    assert served["roll-out-package"].concurrency_limit is None
