@@ -547,6 +547,37 @@ def contain_restore(ctx: typer.Context,
     console.print(f"[green]✓ {escape(outcome.describe())}[/green]")
 
 
+@app.command("check-target")
+def check_target(target: str | None = TargetOption) -> None:
+    """Verify the target's credentials may do what wavekit needs, and no more.
+
+    LDAP: read users, write member under the group base (a write that puts back what it
+    read); warns on an administrator bind or readable password hashes. SCIM: read Users,
+    PATCH Groups; warns when the token may also create or delete users. Exit 1 when a
+    needed permission is missing.
+
+    Example: wavekit check-target --target ldap
+    """
+    from wavekit.adapters.targets.factory import build_target
+    from wavekit.adapters.targets.privileges import check_target as check
+
+    chosen = build_target(load_settings(target=target))
+    try:
+        findings = check(chosen)
+    finally:
+        close = getattr(chosen, "close", None)
+        if callable(close):
+            close()
+    table = Table("check", "", "detail", title=f"Permissions on {chosen.name}",
+                  title_justify="left")
+    marks = {"ok": "[green]ok[/green]", "warn": "[yellow]WARN[/yellow]", "fail": "[red]FAIL[/red]"}
+    for f in findings:
+        table.add_row(f.check, marks[f.status], escape(f.detail))
+    console.print(table)
+    if any(f.status == "fail" for f in findings):
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------- rollback drills
 from wavekit.present.drilling import drill as _drill
 
