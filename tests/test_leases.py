@@ -1,11 +1,11 @@
 """One writer per package: leases in the store (wavekit.workflow.leases).
 
-The lease itself on SQLite, without Prefect: one holder among racing threads, the refusal
-naming the holder, re-entry, giving back while waiting, the heartbeat, and the takeover of a
-lease whose holder is gone (killed on this host, expired on another host). The flows under
-the Prefect harness: two concurrent releases of one wave (one proceeds, one is refused with
-the holder named, no duplicate rows), a package another run holds, concurrent watch ticks of
-one release, and a holder whose Prefect flow run is over.
+The lease itself on SQLite and PostgreSQL, without Prefect: one holder among racing threads,
+the refusal naming the holder, re-entry, giving back while waiting, the heartbeat, and the
+takeover of a lease whose holder is gone (killed on this host, expired on another host).
+The flows under the Prefect harness: two concurrent releases of one wave (one proceeds, one
+is refused with the holder named, no duplicate rows), a package another run holds,
+concurrent watch ticks of one release, and a holder whose Prefect flow run is over.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from wavekit.adapters.store import leases as store
-from wavekit.adapters.store.engine import reset_store, session_scope
+from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval, HealthCheckResult, Lease, Release
 from wavekit.domain.clock import utcnow
 from wavekit.workflow import leases
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def rt(sqlite_url: str) -> Any:
-    reset_store(sqlite_url)
-    return SimpleNamespace(database_url=sqlite_url)
+def rt(store_url: str) -> Any:
+    """The lease's store: SQLite, and PostgreSQL when configured (marked postgres)."""
+    return SimpleNamespace(database_url=store_url)
 
 
 def _foreign_lease(url: str, resource: str, *, host: str, pid: int, expires_in: timedelta,
