@@ -320,9 +320,15 @@ def release_wave(wave: int, dry_run: bool = False, packages: list[str] | None = 
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
                               description=f"Dry run of wave {wave}: nothing was written")
         return {str(r["package"]): "dry-run" for r in rows}
-    with leases.hold(rt, leases.wave(wave)):
-        leases.check_free(rt, [leases.package(key) for key in schedule])
-        return _release(rt, wave, schedule, triggered_by, wait_for_owners)
+    try:
+        with leases.hold(rt, leases.wave(wave)):
+            leases.check_free(rt, [leases.package(key) for key in schedule])
+            return _release(rt, wave, schedule, triggered_by, wait_for_owners)
+    except leases.LeaseHeld as refused:
+        # A refusal is an answer, not a crash: one line in the run's logs, no traceback; a
+        # caller of the flow gets the LeaseHeld back from the state.
+        get_run_logger().warning("%s", refused)
+        return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
 
 
 def _release(rt: Runtime, wave: int, schedule: dict[str, list[str]], triggered_by: str | None,

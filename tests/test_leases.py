@@ -378,3 +378,25 @@ def test_prefect_yaml_limits_concurrent_runs_of_each_deployment_as_it_is_served(
         assert deployment.concurrency_options.collision_strategy.value == strategy, name
     # Its runs suspend at the owner handoff: the package lease guards it, not a slot count.
     assert served["roll-out-package"].concurrency_limit is None
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_wavekit_release_while_another_run_holds_the_wave_is_one_line(loaded_store: str
+                                                                       ) -> None:
+    from typer.testing import CliRunner
+
+    from wavekit.present.cli import app
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _foreign_lease(loaded_store, leases.wave(1), host=os.uname().nodename, pid=sleeper.pid,
+                       expires_in=timedelta(minutes=5), flow_run_id="77aa-wave-run")
+        result = CliRunner().invoke(app, ["release", "--wave", "1", "--database-url",
+                                          loaded_store], env={"COLUMNS": "300"})
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "error: wave 1 is held by flow run 'wave 1' (77aa-wave-run)" in result.output
+    assert _counts(loaded_store)["releases"] == {}
