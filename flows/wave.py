@@ -371,8 +371,12 @@ def rollback_package(package_key: str, reason: str = "manual rollback by a relea
                      release_id: int | None = None, actor: str = "wavekit") -> dict[str, Any]:
     """Restore the prior bundle of a package's release exactly, verify it, record it."""
     rt = current_runtime()
-    with leases.hold(rt, leases.package(package_key)):  # re-entrant under a watch tick's
-        return _roll_back(rt, package_key, reason, release_id, actor)
+    try:
+        with leases.hold(rt, leases.package(package_key)):  # re-entrant under a watch tick's
+            return _roll_back(rt, package_key, reason, release_id, actor)
+    except leases.LeaseHeld as refused:  # as release-wave: one line, LeaseHeld to a caller
+        get_run_logger().warning("%s", refused)
+        return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
 
 
 def _roll_back(rt: Runtime, package_key: str, reason: str, release_id: int | None, actor: str

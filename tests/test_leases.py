@@ -400,3 +400,14 @@ def test_wavekit_release_while_another_run_holds_the_wave_is_one_line(loaded_sto
     assert "Traceback" not in result.output
     assert "error: wave 1 is held by flow run 'wave 1' (77aa-wave-run)" in result.output
     assert _counts(loaded_store)["releases"] == {}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_rollback_of_a_package_another_run_holds_is_refused(wave_env: Any) -> None:
+    from flows.wave import rollback_package
+
+    _foreign_lease(wave_env.url, leases.package(FIN), host="wk-worker-2", pid=4242,
+                   expires_in=timedelta(minutes=5), flow_run_id="91bc-watch-run")
+    with pytest.raises(LeaseHeld, match=r"package finance-month-end-operator is held by flow "
+                                        r"run 'wave 1' \(91bc-watch-run\)"):
+        rollback_package(FIN, "test")
