@@ -16,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.watch import watch_packages
 from flows.wave import retire_legacy, rollback_package
 from wavekit.domain.clock import as_utc
+from wavekit.workflow import leases, notices
 from wavekit.workflow import maintenance as domain
-from wavekit.workflow import notices
 from wavekit.workflow.runtime import Runtime, current_runtime
 
 
@@ -65,14 +65,25 @@ def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = 
         timed_out = approval_deadlines(rt, now)
         ticks = watch_packages(as_of=now)
         tonight = plan(rt, now)
+        # A package another run holds now (a watch rolling it back) is left to that run.
         for d in tonight.rollback:
-            rollback_package(d.package_key, f"nightly maintenance: {d.reason}")
+            with leases.attempt(rt, leases.package(d.package_key)) as refused:
+                if refused:
+                    log.warning("rollback skipped: %s", refused)
+                    continue
+                rollback_package(d.package_key, f"nightly maintenance: {d.reason}")
         for d in tonight.contain:
-            contain(rt, d, now)
+            with leases.attempt(rt, leases.package(d.package_key)) as refused:
+                if refused:
+                    log.warning("containment skipped: %s", refused)
+                    continue
+                contain(rt, d, now)
         for d in tonight.renew_ownership:
             notices.notify_held(rt, d.package_key, f"ownership review due: {d.reason}")
         for release_id in domain.retirements_due(rt, tonight):
-            retire_legacy(rt, release_id)
+            with leases.attempt(rt, leases.release_package(rt, release_id)) as refused:
+                if not refused:
+                    retire_legacy(rt, release_id)
         opened, closed = update_backlog(rt, tonight, now)
         summary = {"telemetry_rows": sum(loaded.values()), "approvals_timed_out": timed_out,
                    "watch_ticks": len(ticks), **tonight.summary(), "opened": opened,

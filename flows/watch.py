@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.wave import after_tick, retire_legacy, watch_tick
 from wavekit.domain.clock import as_utc
-from wavekit.workflow import rollout, watch
+from wavekit.workflow import leases, rollout, watch
 from wavekit.workflow.runtime import Runtime, current_runtime
 
 
@@ -43,18 +43,30 @@ def watch_packages(as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Run every health check that is due; roll back, contain, hold or promote packages.
 
     as_of defaults to now; pass a time to replay the watch (tests, the demo's fast-forward).
+    A package another run holds (another watch run, a wave deploying it, a rollback) is
+    skipped this time; its checks stay owed and the next run catches up.
     """
     with current_runtime() as rt:
         now = as_utc(as_of) if as_of else rt.clock.now()
         log = get_run_logger()
         results = []
         for release_id in find_due(rt, now):
-            tick = watch_tick(rt, release_id, now)
-            log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
-            if after_tick(rt, tick).release_dependents:
+            with leases.attempt(rt, leases.release_package(rt, release_id)) as refused:
+                if refused:
+                    log.warning("skipped: %s", refused)
+                    results.append({"package": refused.resource.partition(":")[2],
+                                    "action": "skipped", "reason": str(refused),
+                                    "measured": 0})
+                    continue
+                tick = watch_tick(rt, release_id, now)
+                log.info("%s: %s (%s)", tick.package_key, tick.action, tick.reason)
+                actions = after_tick(rt, tick)
+            if actions.release_dependents:
                 release_dependents(rt, tick.package_key)
             results.append({"package": tick.package_key, "action": tick.action,
                             "reason": tick.reason, "measured": tick.measured})
         for release_id in rollout.releases_awaiting_retirement(rt, now):
-            retire_legacy(rt, release_id)
+            with leases.attempt(rt, leases.release_package(rt, release_id)) as refused:
+                if not refused:
+                    retire_legacy(rt, release_id)
         return results

@@ -34,7 +34,7 @@ from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
 from wavekit.domain.decisions import requester
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import approval_codes, cohorts, containment, notices, rollout, watch
+from wavekit.workflow import approval_codes, cohorts, containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import Runtime, current_runtime
@@ -196,15 +196,19 @@ def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
         if wait.decided:
             return apply_stored_decision(rt, request.approval_id)
         key = f"approval-{request.approval_id}-{wait.attempt}"
-        if step == "suspend":
-            # Exits this process; the resumed run starts from the top and arrives here again.
-            given = suspend_flow_run(wait_for_input=form, timeout=wait.timeout, key=key)
-        else:
-            try:
-                given = pause_flow_run(wait_for_input=form, timeout=wait.timeout, key=key,
-                                       poll_interval=rt.settings.approval_poll_seconds)
-            except FlowPauseTimeout:
-                return record_timeout(rt, request.approval_id)
+        # Waiting writes nothing: the package's lease is given back meanwhile, taken again after.
+        with leases.released(leases.package(package_key)):
+            if step == "suspend":
+                # Exits this process; the resumed run starts from the top and arrives here again.
+                given = suspend_flow_run(wait_for_input=form, timeout=wait.timeout, key=key)
+            else:
+                try:
+                    given = pause_flow_run(wait_for_input=form, timeout=wait.timeout, key=key,
+                                           poll_interval=rt.settings.approval_poll_seconds)
+                except FlowPauseTimeout:
+                    given = None
+        if given is None:
+            return record_timeout(rt, request.approval_id)
         decided = record_decision(rt, request.approval_id, wait.attempt, given)
         if decided is not None:
             return decided
@@ -227,10 +231,16 @@ def roll_out_package(package_key: str, requested_by: str, wave: int | None = Non
     """Stage, hand off, check, deploy and start watching one role package.
 
     requested_by: who requests the release (Slack id or name); they can never approve it.
+    Refused at once (a Failed state named Refused) while another run holds the package.
     """
     requested_by = requester(requested_by)
     with current_runtime() as rt:  # closes the target this run opened
-        return _roll_out(rt, package_key, wave, requested_by, wait_for_owner)
+        try:
+            with leases.hold(rt, leases.package(package_key)):
+                return _roll_out(rt, package_key, wave, requested_by, wait_for_owner)
+        except leases.LeaseHeld as refused:
+            get_run_logger().warning("%s", refused)
+            return Failed(name="Refused", message=str(refused), data="refused")
 
 
 def _roll_out(rt: Runtime, package_key: str, wave: int | None, requested_by: str,
@@ -323,7 +333,10 @@ def publish_cohort_progress(rt: Runtime, package_key: str) -> None:
 def run_package(rt: Runtime, package_key: str, wave: int, requested_by: str,
                 wait_for_owner: bool) -> str:
     # A task wraps the subflow so the packages of an ad-hoc run go concurrently.
-    roll_out_package(package_key, requested_by, wave, wait_for_owner, return_state=True)
+    state = roll_out_package(package_key, requested_by, wave, wait_for_owner,
+                             return_state=True)
+    if state.name == "Refused":
+        return "refused"
     return rollout.package_state(rt, package_key)[0]
 
 
@@ -353,7 +366,8 @@ def release_wave(wave: int, requested_by: str, dry_run: bool = False,
 
     requested_by: who requests the wave (Slack id or name), required; they can never approve
     its packages. dry_run stages nothing and writes nothing: it publishes each package's
-    plan and gates.
+    plan and gates. A second run of the wave, or one while another run holds one of its
+    packages, is refused at once (LeaseHeld, naming the holder).
     """
     requested_by = requester(requested_by)
     with current_runtime() as rt:  # closes the target this run opened
@@ -368,6 +382,19 @@ def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
                               description=f"Dry run of wave {wave}: nothing was written")
         return {str(r["package"]): "dry-run" for r in rows}
+    try:
+        with leases.hold(rt, leases.wave(wave)):
+            leases.check_free(rt, [leases.package(key) for key in schedule])
+            return _release_packages(rt, wave, schedule, requested_by, wait_for_owners)
+    except leases.LeaseHeld as refused:
+        # A refusal is an answer, not a crash: one line in the run's logs, no traceback; a
+        # caller of the flow gets the LeaseHeld back from the state.
+        get_run_logger().warning("%s", refused)
+        return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
+
+
+def _release_packages(rt: Runtime, wave: int, schedule: dict[str, list[str]],
+                      requested_by: str, wait_for_owners: bool) -> dict[str, str]:
     if _under_deployment():
         # Each package is its own run; dependents are held at staging by their gate until
         # their dependencies are Stable, and the watch releases them then.
@@ -406,7 +433,12 @@ def rollback_package(package_key: str, reason: str = "manual rollback by a relea
                      release_id: int | None = None, actor: str = "wavekit") -> dict[str, Any]:
     """Restore the prior bundle of a package's release exactly, verify it, record it."""
     with current_runtime() as rt:  # closes the target this run opened
-        return _roll_back(rt, package_key, reason, release_id, actor)
+        try:
+            with leases.hold(rt, leases.package(package_key)):  # re-entrant under a tick's
+                return _roll_back(rt, package_key, reason, release_id, actor)
+        except leases.LeaseHeld as refused:  # as release-wave: one line, LeaseHeld to a caller
+            get_run_logger().warning("%s", refused)
+            return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
 
 
 def _roll_back(rt: Runtime, package_key: str, reason: str, release_id: int | None,

@@ -377,6 +377,16 @@ def test_report_file_names_cannot_leave_their_directory(tmp_path) -> None:
         _inside(tmp_path, "../../outside/EVIL.md")
     assert rollback_filename(Release(id=1, package_key="finance-month-end-operator")) == \
         "rollback-finance-month-end-operator-1.md"
+    from wavekit.adapters.store.models import DrillRun
+    from wavekit.present.drill_report import drill_filename
+
+    for key in ("x/../../../outside/EVIL", "..", "a\nb", "fin\u202eance", "/etc/passwd"):
+        for name in (drill_filename(DrillRun(id=3, package_key=key)),
+                     rollback_filename(Release(id=3, package_key=key))):
+            assert "/" not in name and name.isprintable() and ".." not in name.strip("."), name
+            assert _inside(tmp_path, name).parent == tmp_path
+    assert drill_filename(DrillRun(id=2, package_key="service-desk-resolver")) == \
+        "drill-service-desk-resolver-2.md"
 
 
 # ------------------------------------------------------------------ package-wide health settings

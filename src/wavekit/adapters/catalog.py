@@ -271,6 +271,9 @@ def _read_yaml(root: Path, limits: Limits, problems: list[Problem]) -> Any:
         doc = load_yaml(text, max_aliases=limits.yaml_aliases, duplicates=duplicates)
         problems.extend(Problem(f, d.line, schema.field_path(doc, d.mapping, d.key), d.reason)
                         for d in duplicates)
+        if doc is None:  # nothing but blank lines and comments: a catalog of nothing
+            problems.append(Problem(f, 1, "file", "is empty: it must list the role packages "
+                                    "(`packages:`), with `waves:` and `sod_rules:`"))
         return doc
     except FileRefused as exc:
         problems.append(Problem(f, exc.line, "file", exc.message))
@@ -599,6 +602,20 @@ def _parse_package(raw: Any, problems: list[Problem], f: str = "packages.yaml"
     return _spec(model) if model is not None else None
 
 
+def _no_packages(doc: Any, problems: list[Problem]) -> bool:
+    """A document that declares no package at all is one problem (unless its `packages` is
+    already reported as malformed); True when it was reported here."""
+    if not isinstance(doc, dict) or any(p.field.startswith("packages") for p in problems):
+        return False
+    items = doc.get("packages")
+    if isinstance(items, list) and items:
+        return False  # packages without a usable key: each is reported already
+    line = (doc.key_lines.get("packages") if isinstance(doc, LineDict) else None) or 1
+    problems.append(Problem("packages.yaml", line, "packages",
+                            "no role packages: a catalog needs at least one package"))
+    return True
+
+
 # ------------------------------------------------------------------ the whole catalog
 
 
@@ -645,6 +662,8 @@ def load_catalog(directory: str | Path, *, limits: Limits | None = None) -> Cata
             _check_packages(pkgs, validated.declared_keys, entitlement_keys, identities,
                             problems)
             package_keys = set(validated.declared_keys)
+            if not package_keys and _no_packages(doc, problems):
+                package_keys = None  # memberships.csv's rows are not each "unknown" too
 
     # memberships.csv and sandbox_seed.csv, vectorised, against the files they refer to.
     if memberships is not None:

@@ -9,6 +9,17 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def masked_url(url: str) -> str:
+    """A store URL fit to print: its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can read: show none of it
+        return "<unreadable URL>"
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".wavekit"
 
@@ -49,6 +60,11 @@ class Settings(BaseSettings):
     # the sandbox's name defaults to "drill-<package>".
     drill_target: str = "sandbox"
     drill_sandbox: str | None = None
+
+    def __repr_args__(self) -> Any:
+        # A store URL may carry a password (postgresql://user:pw@host/db): never in a repr.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "database_url" and value else value
 
     @property
     def enforced_guard_set(self) -> frozenset[str]:

@@ -62,7 +62,7 @@ def _module_path() -> str | None:
 
 
 def _slapd_conf(root: Path, base_dn: str, rootdn: str, password: str,
-                tls: TlsFiles | None) -> str:
+                tls: TlsFiles | None, access: tuple[str, ...] = ()) -> str:
     lines = [f"include {SCHEMA_DIR / (name + '.schema')}" for name in SCHEMAS]
     lines += [f"pidfile {root / 'slapd.pid'}", f"argsfile {root / 'slapd.args'}"]
     if modules := _module_path():
@@ -80,6 +80,7 @@ def _slapd_conf(root: Path, base_dn: str, rootdn: str, password: str,
         "dbnosync",  # a throwaway directory: durability is not worth the fsyncs
         "index objectClass eq",
         "index uid,cn eq",
+        *access,  # ACLs ("access to ... by ..."); none: everyone bound reads, only root writes
     ]
     return "\n".join(lines) + "\n"
 
@@ -88,7 +89,8 @@ class LocalSlapd:
     """One slapd process over a temporary directory; stop() and start() keep the data."""
 
     def __init__(self, port: int | None = None, *, base_dn: str = DEFAULT_BASE_DN,
-                 tls: TlsFiles | None = None, start_timeout: float = 20.0) -> None:
+                 tls: TlsFiles | None = None, start_timeout: float = 20.0,
+                 access: tuple[str, ...] = ()) -> None:
         self.binary = find_slapd()
         self.base_dn = base_dn
         self.tls = tls
@@ -101,7 +103,8 @@ class LocalSlapd:
         self._password = secrets.token_urlsafe(18)
         rootdn = f"cn=admin,{base_dn}"
         conf = self.root / "slapd.conf"
-        conf.write_text(_slapd_conf(self.root, base_dn, rootdn, self._password, tls))
+        conf.write_text(_slapd_conf(self.root, base_dn, rootdn, self._password, tls,
+                                   access))
         conf.chmod(0o600)  # it holds the root password
         self.config = LdapConfig(url=f"ldap://127.0.0.1:{self.port}", bind_dn=rootdn,
                                  password=self._password, base_dn=base_dn,

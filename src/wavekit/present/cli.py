@@ -28,17 +28,22 @@ from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
 from wavekit.present.views import print_maintenance_summary
+from wavekit.workflow.leases import LeaseHeld
 from wavekit.workflow.runtime import Runtime, build_runtime, runtime_override
 
 
 class _Commands(TyperGroup):
-    """Every command: a store wavekit cannot use (StoreNotReady) is one line and exit 1."""
+    """Every command: a store wavekit cannot use (StoreNotReady), or a wave or package another
+    run holds (LeaseHeld), is one line and exit 1."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
         try:
             return super().invoke(ctx)
         except schema.StoreNotReady as exc:
             typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        except LeaseHeld as exc:  # another run writes the wave or package: name it, stop
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
 
 
@@ -711,6 +716,37 @@ def cohort_abort(ctx: typer.Context,
     Example: wavekit cohort abort finance-month-end-operator --as rm-alex --reason "tickets"
     """
     _cohort(ctx, "abort", package_key, actor, reason, database_url, target)
+
+
+@app.command("check-target")
+def check_target(target: str | None = TargetOption) -> None:
+    """Verify the target's credentials may do what wavekit needs, and no more.
+
+    LDAP: read users, write member under the group base (a write that puts back what it
+    read); warns on an administrator bind or readable password hashes. SCIM: read Users,
+    PATCH Groups; warns when the token may also create or delete users. Exit 1 when a
+    needed permission is missing.
+
+    Example: wavekit check-target --target ldap
+    """
+    from wavekit.adapters.targets.factory import build_target
+    from wavekit.adapters.targets.privileges import check_target as check
+
+    chosen = build_target(load_settings(target=target))
+    try:
+        findings = check(chosen)
+    finally:
+        close = getattr(chosen, "close", None)
+        if callable(close):
+            close()
+    table = Table("check", "", "detail", title=f"Permissions on {chosen.name}",
+                  title_justify="left")
+    marks = {"ok": "[green]ok[/green]", "warn": "[yellow]WARN[/yellow]", "fail": "[red]FAIL[/red]"}
+    for f in findings:
+        table.add_row(f.check, marks[f.status], escape(f.detail))
+    console.print(table)
+    if any(f.status == "fail" for f in findings):
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- rollback drills

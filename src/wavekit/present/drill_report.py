@@ -16,13 +16,13 @@ from wavekit.domain.drills import drill_standing, fmt_minutes, fmt_seconds
 from wavekit.domain.gates import GateContext, rollback_drill
 from wavekit.domain.grants import Grant
 from wavekit.domain.planning import Plan
-from wavekit.present.reports import render_template
+from wavekit.present.reports import render_template, report_filename
 
 MAX_LISTED = 50  # mismatched / drifted grants listed one by one; the rest are counted
 
 
 def drill_filename(run: DrillRun) -> str:
-    return f"drill-{run.package_key}-{run.id}.md"
+    return report_filename("drill", run.package_key, run.id)
 
 
 def drill_report_context(session: Session, drill_id: int, cadence_days: int = 30

@@ -471,10 +471,17 @@ def wave_report_context(session: Session, wave: int, as_of: datetime | None = No
 # --------------------------------------------------------------------------- rollback report
 
 
+def report_filename(kind: str, key: str, number: int | None) -> str:
+    """`<kind>-<key>-<number>.md`, one path segment whatever `key` holds.
+
+    Catalog keys are [a-z0-9-]; anything else (a store loaded before keys were checked, a
+    row written by hand) becomes "_": no "/", "..", control or bidi character gets through.
+    """
+    return f"{kind}-{re.sub(r'[^a-z0-9-]', '_', key)}-{number}.md"
+
+
 def rollback_filename(release: Release) -> str:
-    # Catalog keys are [a-z0-9-]; anything else (a store loaded before keys were checked)
-    # becomes "_", so the name is one path segment whatever the key holds.
-    return f"rollback-{re.sub(r'[^a-z0-9-]', '_', release.package_key)}-{release.id}.md"
+    return report_filename("rollback", release.package_key, release.id)
 
 
 def _inside(directory: Path, name: str) -> Path:
@@ -809,7 +816,7 @@ def _write_drill_reports(database_url: str, out: Path, cadence_days: int | None)
     paths = []
     for run in runs:
         assert run.id is not None
-        path = out / drill_filename(run)
+        path = _inside(out, drill_filename(run))
         path.write_text(render_drill_report(database_url, run.id, cadence_days),
                         encoding="utf-8")
         paths.append(path)

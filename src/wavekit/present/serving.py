@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
 from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
 from wavekit.project import load_entrypoint, project_dir
 
@@ -29,6 +30,13 @@ def deployment_schedules(spec: dict[str, Any]) -> list[DeploymentScheduleCreate]
             for s in spec.get("schedules") or []]
 
 
+def concurrency_limit(spec: dict[str, Any]) -> int | ConcurrencyLimitConfig | None:
+    """prefect.yaml's `concurrency_limit`: a number, or {limit, collision_strategy, ...} as
+    `prefect deploy` reads it."""
+    value = spec.get("concurrency_limit")
+    return ConcurrencyLimitConfig(**value) if isinstance(value, dict) else value
+
+
 def build_deployments(specs: list[dict[str, Any]], *, schedules: bool = True) -> list[Any]:
     """RunnerDeployments for `flow.serve`-style serving, from prefect.yaml entries."""
     out = []
@@ -38,7 +46,7 @@ def build_deployments(specs: list[dict[str, Any]], *, schedules: bool = True) ->
             "name": spec["name"], "description": spec.get("description"),
             "tags": spec.get("tags"), "parameters": spec.get("parameters") or {},
             "version": spec.get("version"),
-            "concurrency_limit": spec.get("concurrency_limit"),
+            "concurrency_limit": concurrency_limit(spec),
             "enforce_parameter_schema": spec.get("enforce_parameter_schema", True),
             "schedules": deployment_schedules(spec) if schedules else [],
         }

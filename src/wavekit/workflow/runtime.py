@@ -20,7 +20,7 @@ class Runtime:
     """The adapters a run uses, passed down explicitly (no module-level clients)."""
 
     settings: Settings
-    database_url: str
+    database_url: str = field(repr=False)  # may hold a password; the settings' repr masks it
     target: Target
     clock: Clock = field(default_factory=SystemClock)
     notifier: Any = None  # adapters.slack.notifier.Notifier; None when Slack is not configured

@@ -443,3 +443,24 @@ class CohortMember(SQLModel, table=True):
     release_id: int = Field(foreign_key="release.id", primary_key=True)
     identity: str = Field(primary_key=True)
     step: int
+
+
+# ---------------------------------------------------------------- one writer per package
+
+
+class Lease(SQLModel, table=True):
+    """Who writes a resource now ("package:<key>", "wave:<n>"): at most one holder each.
+
+    A holder renews `expires_at` while it works; a lease past it, or of a dead process on
+    this host, or of a finished Prefect flow run, may be taken over (wavekit.workflow.leases).
+    """
+
+    resource: str = Field(primary_key=True)
+    token: str  # one per acquisition: only its holder renews or gives it back
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    host: str
+    pid: int
+    acquired_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
