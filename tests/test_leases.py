@@ -204,7 +204,8 @@ def wave_env(loaded_store: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     from wavekit.workflow.runtime import build_runtime, runtime_override
 
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
-    settings = load_settings(database_url=loaded_store, batch_size=50)
+    settings = load_settings(database_url=loaded_store, batch_size=50,
+                             approvals_unverified=True)
     target = SandboxTarget(loaded_store)
     seed_target(target)
     metrics = ScriptedMetrics()
@@ -241,16 +242,16 @@ def test_two_concurrent_releases_of_one_wave_one_proceeds_one_is_refused(wave_en
     outcomes: dict[str, Any] = {}
     give_up = time.monotonic() + 60
 
-    def decide(_: Approval) -> tuple[str, str, str] | None:
+    def decide(_: Approval) -> tuple[str, str | None, str] | None:
         # The first run waits at its owners until the second has been refused: the two runs
         # overlap for certain. (Without a lease both would wait: approve after a minute, so
         # that case fails on the assertions below instead of hanging.)
         done = refused.is_set() or time.monotonic() > give_up
-        return ("approve", "owner (test)", "ok") if done else None
+        return ("approve", None, "ok") if done else None
 
     def run(name: str) -> None:
         try:
-            outcomes[name] = release_wave(wave=1, triggered_by=name)
+            outcomes[name] = release_wave(wave=1, requested_by=name)
         except LeaseHeld as exc:
             outcomes[name] = exc
             refused.set()
@@ -285,15 +286,16 @@ def test_a_package_another_run_holds_is_refused_at_once_and_nothing_is_staged(
                        flow_run_id="6f1e-other-run")
         with pytest.raises(LeaseHeld, match=f"package {FIN} is held by flow run 'wave 1' "
                                             r"\(6f1e-other-run\)"):
-            release_wave(wave=1)
-        state = roll_out_package(FIN, 1, return_state=True)
+            release_wave(wave=1, requested_by="rm-alex")
+        state = roll_out_package(FIN, "rm-alex", 1, return_state=True)
         assert state.name == "Refused" and f"pid {sleeper.pid}" in state.message
         assert _counts(wave_env.url)["releases"] == {}  # neither run wrote anything
     finally:
         sleeper.kill()
         sleeper.wait(10)
     # The holder is gone: the next run takes the package over at once.
-    assert roll_out_package(FIN, 1, wait_for_owner=False, return_state=True).name != "Refused"
+    state = roll_out_package(FIN, "rm-alex", 1, wait_for_owner=False, return_state=True)
+    assert state.name != "Refused"
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -303,7 +305,7 @@ def test_concurrent_watch_ticks_of_one_release_never_run_at_once(wave_env: Any) 
     from tests.support.flows import approver
 
     with approver(wave_env.url):
-        assert release_wave(wave=1, packages=[FIN]) == {FIN: "watching"}
+        assert release_wave(wave=1, packages=[FIN], requested_by="rm-alex") == {FIN: "watching"}
     with session_scope(wave_env.url) as s:
         deployed = s.exec(select(Release).where(Release.package_key == FIN)).one().deployed_at
     measuring = threading.Event()

@@ -97,7 +97,8 @@ def test_a_full_wave_leaves_no_secret_anywhere(kind: str, request: pytest.Fixtur
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
     caplog.set_level(logging.DEBUG)
     metrics = ScriptedMetrics({HR: lambda day: {"ticket_noise": 5.0 if day >= 2 else 1.0}})
-    settings = load_settings(database_url=loaded_store, target=kind, batch_size=100)
+    settings = load_settings(database_url=loaded_store, target=kind, batch_size=100,
+                             approvals_unverified=True)
     seen: list[str] = []
 
     def runtime() -> Any:
@@ -109,7 +110,7 @@ def test_a_full_wave_leaves_no_secret_anywhere(kind: str, request: pytest.Fixtur
     with runtime_override(runtime):
         seed_target(build_runtime(settings, metrics=metrics).target)
         with approver(loaded_store):
-            assert set(release_wave(wave=1).values()) == {"watching"}
+            assert set(release_wave(wave=1, requested_by="rm-alex").values()) == {"watching"}
         with session_scope(loaded_store) as s:
             deployed = as_utc(s.exec(select(Release.deployed_at)
                                      .where(Release.package_key == HR)).one())
