@@ -451,8 +451,7 @@ def read_telemetry(database_url: str, paths: Any, *, limits: Limits | None = Non
     nothing: what replay judges recorded telemetry from. Raises TelemetryInvalid."""
     with session_scope(database_url) as s:
         batches = _validated(s, paths, source="", kind=None, limits=limits)
-        privileged = frozenset(s.exec(select(Entitlement.key)
-                                      .where(Entitlement.privileged == True)))  # noqa: E712
+        privileged = _privileged(s)
     frames = {}
     for k in KINDS:
         parts = [rows for kind, _, rows in batches if kind == k and not rows.empty]
@@ -523,11 +522,15 @@ def _read(session: Session, kind: str, since: datetime | None, until: datetime |
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def _privileged(session: Session) -> frozenset[str]:
+    return frozenset(session.exec(select(Entitlement.key)
+                                  .where(Entitlement.privileged == True)))  # noqa: E712
+
+
 def _load(session: Session, since: datetime | None, until: datetime | None,
           package: PackageView | None) -> TelemetryFrames:
     t = TelemetrySample
-    privileged = frozenset(session.exec(select(Entitlement.key)
-                                        .where(Entitlement.privileged == True)))  # noqa: E712
+    privileged = _privileged(session)
     latest_q = select(t.kind, func.max(t.at)).group_by(t.kind)
     if until is not None:
         latest_q = latest_q.where(t.at < as_utc(until))

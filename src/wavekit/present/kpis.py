@@ -246,11 +246,10 @@ def coverage_of(key: str, members: set[str], rule: str, identities: pd.DataFrame
     return Coverage(key, len(members), matching, len(population), aligned)
 
 
-def _history(key: str, releases: list[Release], failed_checks: int,
-             failed_releases: set[int], since: datetime, as_of: datetime) -> History:
-    """The package's release facts as of `as_of` (releases already filtered to as_of)."""
-    mine = sorted((r for r in releases if r.package_key == key and r.deployed_at is not None),
-                  key=lambda r: as_utc(r.deployed_at))  # type: ignore[arg-type]
+def _history(deployed: list[Release], failed_checks: int, failed_releases: set[int],
+             since: datetime, as_of: datetime) -> History:
+    """A package's release facts as of `as_of`, from its releases deployed by then."""
+    mine = sorted(deployed, key=lambda r: as_utc(r.deployed_at))  # type: ignore[arg-type]
     rollbacks = sum(1 for r in mine if r.rolled_back_at is not None
                     and since < as_utc(r.rolled_back_at) <= as_of)
     if not mine:
@@ -325,16 +324,22 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     deps: dict[str, list[str]] = {}
     for k, d in session.exec(select(PackageDependency.package_key, PackageDependency.depends_on)):
         deps.setdefault(k, []).append(d)
-    failed = dict(session.exec(select(HealthCheckResult.package_key, func.count())
-                               .where(HealthCheckResult.verdict == "failed",
-                                      HealthCheckResult.due_at > since,
-                                      HealthCheckResult.due_at <= as_of)
-                               .group_by(HealthCheckResult.package_key)).all())
-    failed_by_release = set(session.exec(
-        select(HealthCheckResult.release_id).where(HealthCheckResult.verdict == "failed",
-                                                   HealthCheckResult.due_at <= as_of)))
-    history = {p.key: _history(p.key, releases, failed.get(p.key, 0), failed_by_release,
-                               since, as_of) for p in pkgs}
+    # One read of the failures due by as_of: per package in the period, and which releases.
+    failures = session.exec(select(HealthCheckResult.package_key, HealthCheckResult.release_id,
+                                   HealthCheckResult.due_at)
+                            .where(HealthCheckResult.verdict == "failed",
+                                   HealthCheckResult.due_at <= as_of)).all()
+    failed: dict[str, int] = {}
+    for key, _, due in failures:
+        if as_utc(due) > since:
+            failed[key] = failed.get(key, 0) + 1
+    failed_by_release = {rid for _, rid, _ in failures}
+    deployed_by_pkg: dict[str, list[Release]] = {}
+    for r in releases:
+        if r.deployed_at is not None:
+            deployed_by_pkg.setdefault(r.package_key, []).append(r)
+    history = {p.key: _history(deployed_by_pkg.get(p.key, []), failed.get(p.key, 0),
+                               failed_by_release, since, as_of) for p in pkgs}
     drills = drill_records(session)
     standing = {p.key: drill_standing(p.fallback_drill, drills.get(p.key, ()), as_of,
                                       review_cadence_days) for p in pkgs}

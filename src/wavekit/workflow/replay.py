@@ -41,8 +41,7 @@ def replay(rt: Runtime, package_key: str, *, telemetry_dir: Path | None = None,
         if s.get(RolePackage, package_key) is None:
             raise ReplayRefused(f"no package {package_key!r} in the store")
         view = load_package_view(s, package_key)
-    merged: dict[str, Any] = {k: v for k, v in view.health.items()
-                              if k != "rollback_on_anomaly" and k != "containment"}
+    merged: dict[str, Any] = dict(view.health)
     for name, given in (settings or {}).items():
         base = merged.get(name)
         merged[name] = ({**base, **given} if isinstance(base, dict) and isinstance(given, dict)
