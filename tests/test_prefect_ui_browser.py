@@ -189,11 +189,13 @@ def test_wave_1_released_from_the_prefect_ui(prefect_server, wavekit_serve,
 
 
 def _parameter_input(page, name: str):  # type: ignore[no-untyped-def]
-    """The typed input of one parameter in Prefect's run form: the first input after its label
-    (the form labels a parameter with its bare name, or "name (Optional)")."""
+    """The typed input of one parameter in Prefect's run form: the first input or text area
+    after its label (the form labels a parameter with its bare name, or "name (Optional)";
+    a required text parameter renders as a text area)."""
     label = (f"//*[normalize-space(text())='{name}' or "
              f"normalize-space(text())='{name} (Optional)']")
-    locator = page.locator(f"xpath=({label})[1]/following::input[1]")
+    locator = page.locator(
+        f"xpath=({label})[1]/following::*[self::input or self::textarea][1]")
     if locator.count() != 1:
         raise AssertionError(f"no input for parameter {name!r} on {page.url}")
     return locator
