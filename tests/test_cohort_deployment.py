@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.support.servers import wait_until
+from tests.support.servers import api_request, wait_until
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
@@ -55,8 +55,8 @@ def _deployed_first_step(url: str) -> GrantSet:
 
 def _run(api: str, deployment_id: str, parameters: dict) -> dict:
     """Create a run of the deployment with typed parameters, wait for its final state."""
-    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run",
-                   json={"parameters": parameters}, timeout=10)
+    r = api_request("POST", f"{api}/deployments/{deployment_id}/create_flow_run",
+                    json={"parameters": parameters})
     r.raise_for_status()
     run_id = r.json()["id"]
     final: dict = {}

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from tests.support.servers import api_request
+
 if TYPE_CHECKING:
     from tests.support.prefect_server import PrefectServer
 
@@ -48,8 +50,8 @@ def test_cli_and_serve_work_against_a_server_that_requires_auth(
     done = _wavekit(env, "release", "--wave", "1", "--dry-run", "--as", "rm-alex")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Dry run of wave 1" in done.stdout
-    runs = httpx.post(f"{server.api}/flow_runs/filter", json={},
-                      auth=(user, password)).json()
+    runs = api_request("POST", f"{server.api}/flow_runs/filter", json={},
+                       auth=(user, password)).json()
     assert [r["name"] for r in runs] == ["wave 1"]
     assert runs[0]["parameters"]["requested_by"] == "rm-alex"
 
@@ -63,8 +65,9 @@ def test_cli_and_serve_work_against_a_server_that_requires_auth(
         names: set[str] = set()
         while time.monotonic() < end and "release-wave" not in names:
             assert proc.poll() is None, (server.logs / "serve.log").read_text()[-2000:]
-            names = {d["name"] for d in httpx.post(
-                f"{server.api}/deployments/filter", json={}, auth=(user, password)).json()}
+            names = {d["name"] for d in api_request(
+                "POST", f"{server.api}/deployments/filter", json={},
+                auth=(user, password)).json()}
             time.sleep(1)
         assert "release-wave" in names
     finally:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.support.servers import wait_until
+from tests.support.servers import api_request, wait_until
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
 from wavekit.adapters.store.models import Approval, RolePackage
@@ -44,7 +44,7 @@ def _store(tmp_path: Path) -> str:
 
 
 def _post(api: str, path: str, body: dict) -> list[dict]:
-    r = httpx.post(f"{api}{path}", json=body, timeout=10)
+    r = api_request("POST", f"{api}{path}", json=body)
     r.raise_for_status()
     return r.json()
 

@@ -7,7 +7,9 @@ import socket
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
+from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
 
 
 def free_port() -> int:
@@ -35,3 +37,19 @@ def missing_server(reason: str) -> None:
     if os.environ.get("WAVEKIT_REQUIRE_SERVERS") == "1":
         pytest.fail(f"required server unavailable: {reason}")
     pytest.skip(reason)
+
+
+def _busy(response: httpx.Response) -> bool:
+    return response.status_code in (429, 503)
+
+
+# A Prefect server on SQLite answers 503 while its database is locked by the scheduler or a
+# worker, and 429 when it sheds load; Prefect's own client retries both, so tests that speak
+# raw HTTP to the API do the same (a status that stays busy is returned and fails the test).
+@retry(retry=retry_if_result(_busy), stop=stop_after_delay(60),
+       wait=wait_exponential(multiplier=0.2, max=5),
+       retry_error_callback=lambda state: state.outcome.result())
+def api_request(method: str, url: str, **kwargs: object) -> httpx.Response:
+    """One request to a Prefect API, retried while the server answers 429 or 503."""
+    kwargs.setdefault("timeout", 10)
+    return httpx.request(method, url, **kwargs)  # type: ignore[arg-type]
