@@ -47,7 +47,7 @@ def failure_recorded(rt: Runtime, stage: str, package_key: str, *,
     except Exception as exc:
         if getattr(exc, "_wavekit_recorded", False):  # an inner stage recorded it already
             raise
-        exc._wavekit_recorded = True  # type: ignore[attr-defined]
+        exc._wavekit_recorded = True  # type: ignore[attr-defined]  # a marker on this exception object only
         message = short_error(exc)
         batch = getattr(exc, "batch", None)
         try:

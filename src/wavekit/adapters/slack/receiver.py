@@ -67,7 +67,7 @@ def prefect_resumer(flow_run_id: str, run_input: dict[str, Any]) -> None:
 
     # _sync: called from anything with a running event loop, Prefect's async_dispatch would
     # hand back an un-awaited coroutine and the run would silently stay paused.
-    resume_flow_run(UUID(flow_run_id), run_input=run_input, _sync=True)
+    resume_flow_run(UUID(flow_run_id), run_input=run_input, _sync=True)  # type: ignore[call-arg]  # async_dispatch takes _sync; its typed signature omits it
 
 
 _Context = ApprovalContext

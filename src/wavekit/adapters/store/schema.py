@@ -17,6 +17,7 @@ revisions with `alembic revision --autogenerate`.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Enum, MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Where revisions are looked for; tests add a directory of their own to rehearse a new head.
@@ -305,7 +306,8 @@ def migration_connection(url: str) -> Iterator[Connection]:
         engine.dispose()
 
 
-def _sqlite_migration_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_migration_pragmas(dbapi_connection: sqlite3.Connection,
+                              _record: ConnectionPoolEntry) -> None:
     dbapi_connection.isolation_level = None  # the "begin" listener starts transactions
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
