@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from wavekit import project
 from wavekit.adapters import catalog as catalog_mod
-from wavekit.adapters.settings import load_settings
+from wavekit.adapters.settings import load_settings, masked_url
 from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
@@ -567,7 +567,7 @@ def db_upgrade(database_url: str | None = DbOption) -> None:
     Example: wavekit db upgrade --database-url postgresql+psycopg2://wavekit@db/wavekit
     """
     url = load_settings(database_url=database_url).resolved_database_url()
-    where = schema.masked(url)
+    where = masked_url(url)
     result = schema.upgrade_store(url)
     if result.stamped:
         typer.echo(f"the store at {where} was created before migrations: stamped "

@@ -184,7 +184,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         print_maintenance_summary,
         print_status,
         print_wave_plan,
-        release_summary,
+        wave_package_rows,
     )
     from wavekit.workflow.runtime import build_runtime, runtime_override
 
@@ -253,7 +253,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         for col in ("package", "state", "adds", "removes", "retired", "health checks",
                     "rollback proof"):
             table.add_column(col)
-        for row in release_summary(url, wave=1):
+        for row in wave_package_rows(url, wave=1):
             table.add_row(*[str(row[c]) for c in ("package", "state", "adds", "removes",
                                                   "retired", "checks", "proof")])
         console.print(table)

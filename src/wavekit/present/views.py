@@ -125,7 +125,7 @@ def print_status(console: Console, database_url: str, as_of: datetime | None = N
     console.print(table)
 
 
-def release_summary(database_url: str, wave: int) -> list[dict[str, Any]]:
+def wave_package_rows(database_url: str, wave: int) -> list[dict[str, Any]]:
     """Per package of `wave`: state, what its latest release wrote, checks run, rollback proof."""
     from wavekit.adapters.store import audit
     from wavekit.adapters.store.models import HealthCheckResult, Release

@@ -30,8 +30,7 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
-from wavekit.domain.decisions import Click, Proof
-from wavekit.domain.decisions import Verdict as Judged
+from wavekit.domain.decisions import Click, Proof, Ruling
 from wavekit.domain.drills import DrillRecord
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
@@ -326,7 +325,7 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
         from wavekit.workflow.approval_codes import notify_locked
 
         notify_locked(rt, settled.ctx)
-    if settled.final or settled.outcome.verdict is Judged.ALREADY_DECIDED:
+    if settled.final or settled.outcome.verdict is Ruling.ALREADY_DECIDED:
         return apply_decision(rt, approval_id)
     return None
 

@@ -33,7 +33,7 @@ from wavekit.domain.decisions import (
     IssuedCode,
     Outcome,
     Proof,
-    Verdict,
+    Ruling,
     decide,
 )
 from wavekit.domain.packages import Approver
@@ -111,18 +111,18 @@ def settle(session: Session, approval_id: int | None, click: Click, *, channel: 
     """Judge one decision and record it (or its refusal) in `session`'s transaction."""
     ctx = load_context(session, approval_id) if approval_id is not None else None
     if ctx is None:
-        outcome = Outcome(Verdict.REFUSE, "this approval is unknown to wavekit")
+        outcome = Outcome(Ruling.REFUSE, "this approval is unknown to wavekit")
         refuse(session, None, approval_id, click, outcome, channel=channel, now=now)
         return Settled(outcome, None)
     outcome = decide(click, ctx.facts, now, need_reason=need_reason, proof=proof)
-    if outcome.verdict is Verdict.REFUSE:
+    if outcome.verdict is Ruling.REFUSE:
         locked = refuse(session, ctx, approval_id, click, outcome, channel=channel, now=now)
         return Settled(outcome, ctx, locked)
     if not outcome.accepted or not need_reason:
         return Settled(outcome, ctx)
     stored = STORED_DECISION[click.action]
     if outcome.code_used is not None and not _spend_code(session, ctx, outcome.code_used, now):
-        outcome = Outcome(Verdict.REFUSE, "that approval code was already used",
+        outcome = Outcome(Ruling.REFUSE, "that approval code was already used",
                           wrong_code=True)
         return Settled(outcome, ctx, refuse(session, ctx, approval_id, click, outcome,
                                             channel=channel, now=now))

@@ -35,6 +35,8 @@ from sqlalchemy import Enum, MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from wavekit.adapters.settings import masked_url
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Where revisions are looked for; tests add a directory of their own to rehearse a new head.
 VERSION_LOCATIONS: tuple[str, ...] = (str(MIGRATIONS_DIR / "versions"),)
@@ -52,10 +54,6 @@ _current: set[tuple[str, str]] = set()
 class StoreNotReady(RuntimeError):
     """The store's schema is not the one this wavekit needs; the message is one line."""
 
-
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***, fit to print."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 # ---------------------------------------------------------------- alembic configuration
@@ -155,7 +153,7 @@ def store_state(connection: Connection, url: str) -> StoreState:
             script_directory().get_revision(revision)
         except CommandError:
             known = False
-    return StoreState(url=masked(url), has_tables=bool(tables), versioned=versioned,
+    return StoreState(url=masked_url(url), has_tables=bool(tables), versioned=versioned,
                       revision=revision, head=head_revision(), known=known)
 
 
