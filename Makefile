@@ -31,8 +31,8 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# The pure domain and the project map are strict today; the SQLModel-heavy layers follow.
-TYPED := src/wavekit/domain src/wavekit/project.py
+# Everything is held to mypy --strict: the package, the flows and the blocks.
+TYPED := src flows blocks
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict $(TYPED)

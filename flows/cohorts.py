@@ -13,7 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 
 from flows.wave import publish_cohort_progress, rollback_package, widen_step
 from wavekit.workflow import cohorts

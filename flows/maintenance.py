@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -55,7 +56,8 @@ def update_backlog(rt: Runtime, plan: domain.MaintenancePlan, as_of: datetime
 
 
 @flow(name="nightly-maintenance", log_prints=True)
-def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = None) -> dict:
+def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = None
+                        ) -> dict[str, Any]:
     """Refresh telemetry, judge every watched and deployed package, and maintain the backlog."""
     with current_runtime() as rt:
         now = as_utc(as_of) if as_of else rt.clock.now()

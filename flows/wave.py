@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run, task
 from prefect.artifacts import (
@@ -25,8 +26,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import FlowPauseTimeout
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 
 from wavekit.adapters.slack import flow_run_url
 from wavekit.adapters.slack.notifier import announce_handoff
@@ -143,6 +145,7 @@ def deploy(rt: Runtime, release_id: int, package_key: str, planned: int
     """Apply the plan in batches through the target, with a progress artifact."""
     progress = create_progress_artifact(progress=0.0, key=artifact_key("deploy", package_key),
                                         description=f"Deploying {package_key}")
+    assert isinstance(progress, UUID), "a sync task: Prefect answers at once, not a coroutine"
     done = 0
 
     def on_batch(batch: BatchResult) -> None:
@@ -256,8 +259,8 @@ def _roll_out(rt: Runtime, package_key: str, wave: int | None, requested_by: str
         log.warning("%s held at staging: %s", package_key, staged.held)
         notices.notify_gates_failed(rt, package_key, staged.gates, _run_url(rt))
         return _end(rt, package_key, wave)
+    assert staged.release_id is not None
     release_id = staged.release_id
-    assert release_id is not None
     if not staged.resuming_deploy:
         request = open_handoff(rt, staged)
         step = rollout.handoff_step(request, resumable=_under_deployment(),
@@ -274,8 +277,8 @@ def _roll_out(rt: Runtime, package_key: str, wave: int | None, requested_by: str
             _, reason = rollout.package_state(rt, package_key)
             notices.notify_held(rt, package_key, reason, _run_url(rt))
             return _end(rt, package_key, wave)
-    step = cohorts.first_step_label(rt, package_key)  # a stepped package: its first cohort
-    deployed = deploy.with_options(task_run_name=f"deploy {step}" if step else "deploy")(
+    first = cohorts.first_step_label(rt, package_key)  # a stepped package: its first cohort
+    deployed = deploy.with_options(task_run_name=f"deploy {first}" if first else "deploy")(
         rt, release_id, package_key, sum(staged.counts.get(k, 0) for k in ("adds", "removes")))
     log.info("%s deployed: +%d -%d", package_key, deployed.added, deployed.removed)
     publish_cohort_progress(rt, package_key)
@@ -353,6 +356,7 @@ def start_package_run(package_key: str, wave: int, requested_by: str) -> str:
                          flow_run_name=f"{package_key} · wave {wave}",
                          parameters={"package_key": package_key, "wave": wave,
                                      "requested_by": requested_by})
+    assert isinstance(run, FlowRun), "called from a sync task: Prefect answers at once"
     return f"started {run.name}"
 
 
@@ -390,7 +394,7 @@ def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
         # A refusal is an answer, not a crash: one line in the run's logs, no traceback; a
         # caller of the flow gets the LeaseHeld back from the state.
         get_run_logger().warning("%s", refused)
-        return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
+        return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]  # a returned State is the run's end, not its value
 
 
 def _release_packages(rt: Runtime, wave: int, schedule: dict[str, list[str]],
@@ -403,6 +407,7 @@ def _release_packages(rt: Runtime, wave: int, schedule: dict[str, list[str]],
     futures: dict[str, Any] = {}
     for key, waits in schedule.items():
         futures[key] = run_package.submit(rt, key, wave, requested_by, wait_for_owners,
+                                          return_state=False,  # the default, typed with wait_for
                                           wait_for=[futures[d] for d in waits])
     results = {key: f.result() for key, f in futures.items()}
     _publish_wave_report(rt, wave)
@@ -438,7 +443,7 @@ def rollback_package(package_key: str, reason: str = "manual rollback by a relea
                 return _roll_back(rt, package_key, reason, release_id, actor)
         except leases.LeaseHeld as refused:  # as release-wave: one line, LeaseHeld to a caller
             get_run_logger().warning("%s", refused)
-            return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]
+            return Failed(name="Refused", message=str(refused), data=refused)  # type: ignore[return-value]  # a returned State is the run's end, not its value
 
 
 def _roll_back(rt: Runtime, package_key: str, reason: str, release_id: int | None,

@@ -25,7 +25,7 @@ from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner
 
 from wavekit.adapters.catalog import load_catalog, write_catalog
-from wavekit.adapters.settings import load_settings
+from wavekit.adapters.settings import load_settings, masked_url
 from wavekit.adapters.store import audit, models, schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.domain.clock import utcnow
@@ -275,7 +275,7 @@ def test_a_store_behind_head_stops_the_cli_and_the_runtime(blank_url: str, rehea
                                                            ) -> None:
     schema.upgrade_store(blank_url, schema.BASELINE)
     runner = CliRunner()
-    where = schema.masked(blank_url)
+    where = masked_url(blank_url)
     expected = (f"the store at {where} is at revision {schema.BASELINE}, wavekit needs "
                 f"{rehearsal}: run `wavekit db upgrade`")
     for args in (["status"], ["load", str(EXAMPLE_CATALOG)], ["report"]):
@@ -309,7 +309,7 @@ def test_a_store_ahead_of_this_wavekit_stops_too(blank_url: str, rehearsal: str,
     result = CliRunner().invoke(app, ["status", "--database-url", blank_url])
     assert result.exit_code == 1
     assert _one_line(result) == (
-        f"the store at {schema.masked(blank_url)} is at revision {rehearsal}, which this "
+        f"the store at {masked_url(blank_url)} is at revision {rehearsal}, which this "
         f"wavekit does not know (it needs {schema.head_revision()}): upgrade wavekit")
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", blank_url])
     assert result.exit_code == 1 and "upgrade wavekit" in _one_line(result)
@@ -318,16 +318,16 @@ def test_a_store_ahead_of_this_wavekit_stops_too(blank_url: str, rehearsal: str,
 def test_an_empty_store_is_created_at_head_by_the_first_command(blank_url: str) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["db", "current", "--database-url", blank_url]).output.startswith(
-        f"the store at {schema.masked(blank_url)} is empty")
+        f"the store at {masked_url(blank_url)} is empty")
     result = runner.invoke(app, ["load", str(EXAMPLE_CATALOG), "--database-url", blank_url])
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["db", "current", "--database-url", blank_url]).output.strip() \
-        == f"the store at {schema.masked(blank_url)} is at revision " \
+        == f"the store at {masked_url(blank_url)} is at revision " \
            f"{schema.head_revision()} (head)"
 
 
 def test_passwords_are_masked() -> None:
-    masked = schema.masked("postgresql+psycopg2://wavekit:hunter2@db.internal:5432/wavekit")
+    masked = masked_url("postgresql+psycopg2://wavekit:hunter2@db.internal:5432/wavekit")
     assert masked == "postgresql+psycopg2://wavekit:***@db.internal:5432/wavekit"
 
 
@@ -353,7 +353,7 @@ def test_db_upgrade_stamps_a_store_from_before_migrations(blank_url: str,
     before = _rows(blank_url)
     assert all(before.values())
     runner = CliRunner()
-    where = schema.masked(blank_url)
+    where = masked_url(blank_url)
     stopped = runner.invoke(app, ["status", "--database-url", blank_url])
     assert stopped.exit_code == 1
     assert _one_line(stopped) == (f"the store at {where} is at revision none (created before "
@@ -385,7 +385,7 @@ def test_db_upgrade_refuses_tables_that_are_no_revisions(blank_url: str) -> None
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", blank_url])
     assert result.exit_code == 1
     line = _one_line(result)
-    assert line.startswith(f"the store at {schema.masked(blank_url)} has tables but no "
+    assert line.startswith(f"the store at {masked_url(blank_url)} has tables but no "
                            "revision, and they are no revision's (2 difference(s) from the "
                            "nearest, first: ")
     assert "table slackrequestseen is missing" in line and line.endswith("nothing was changed")

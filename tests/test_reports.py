@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 import re
 import sqlite3
@@ -16,6 +17,7 @@ from markdown_it import MarkdownIt
 from sqlmodel import select
 
 from wavekit.adapters.catalog import write_catalog
+from wavekit.adapters.settings import masked_url
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
@@ -34,6 +36,7 @@ from wavekit.domain.planning import plan_package, prove_restore
 from wavekit.domain.states import PackageState as S
 from wavekit.examples import SANDBOX_SEED
 from wavekit.present import reports
+from wavekit.workflow.failures import redact
 
 T0 = datetime(2026, 4, 8, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -537,10 +540,21 @@ def test_templates_directory_can_be_overridden_and_undefined_names_fail(
     reports.environment.cache_clear()
 
 
-def test_display_url_masks_the_store_password():
-    shown = reports.display_url("postgresql://wavekit:pg-S3cret@db.internal:5432/wavekit")
+def test_the_store_url_is_shown_masked():
+    shown = masked_url("postgresql://wavekit:pg-S3cret@db.internal:5432/wavekit")
     assert shown == "postgresql://wavekit:***@db.internal:5432/wavekit"
-    assert reports.display_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert masked_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert masked_url("postgresql://wavekit:pg-S3cret@db:bad-port/x") == "<unreadable URL>"
+
+
+def test_one_redact_masks_urls_key_values_and_known_secrets():
+    text = ('<p>postgresql://wavekit:pg-S3cret@db/w password=hunter22 Bearer abc.def '
+            'and the token "s3cr&t-value"</p>')
+    shown = redact(text, ['s3cr&t-value'], limit=None)
+    assert "pg-S3cret" not in shown and "hunter22" not in shown and "abc.def" not in shown
+    assert "s3cr&t-value" not in shown and "postgresql://wavekit:***@db/w" in shown
+    assert redact(html.escape(text), ['s3cr&t-value'], limit=None).count("s3cr") == 0
+    assert redact("x" * 400) == "x" * 299 + "…"  # failure messages stay one short line
 
 
 # --------------------------------------------------------------------------- dashboard

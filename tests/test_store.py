@@ -7,7 +7,7 @@ from sqlmodel import func, select
 
 from wavekit.adapters.catalog import write_catalog
 from wavekit.adapters.store import audit
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import RowMissing, get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Identity, PackageMember, RolePackage
 from wavekit.adapters.store.packages import load_package_view, package_keys_in_wave
@@ -28,6 +28,18 @@ def test_catalog_round_trip(store_url, example_catalog) -> None:
     assert len(hr.members) == 24 and len(hr.entitlements) == 8
     assert hr.retires == {"hr-archive-reporting", "hr-archive-export"}
     assert hr.approvers == {"UHROWNER01", "UHRDELEG01"}
+
+
+def test_get_one_returns_the_row_or_names_the_missing_one(store_url, example_catalog) -> None:
+    # The workflow reads rows that must exist with get_one: a missing one is a clear error,
+    # not an AttributeError on None further down.
+    with session_scope(store_url) as s:
+        write_catalog(s, example_catalog)
+    with session_scope(store_url) as s:
+        assert get_one(s, RolePackage, "hr-case-intake-specialist").key == (
+            "hr-case-intake-specialist")
+        with pytest.raises(RowMissing, match="no RolePackage 'no-such-package' in the store"):
+            get_one(s, RolePackage, "no-such-package")
 
 
 def test_failed_transaction_writes_nothing(store_url, example_catalog) -> None:

@@ -712,7 +712,8 @@ def _records(df: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, Any]]
     for col in out.columns:
         if out[col].dtype == object:
             out[col] = out[col].replace("", None)
-    return out.to_dict("records")
+    records: list[dict[str, Any]] = out.to_dict("records")  # pandas is untyped here
+    return records
 
 
 def write_catalog(session: Session, catalog: Catalog, *, source: str = "") -> dict[str, int]:
@@ -764,5 +765,6 @@ def write_catalog(session: Session, catalog: Catalog, *, source: str = "") -> di
         session.merge(Wave(**w))
     counts = {"identities": len(catalog.identities), "entitlements": len(catalog.entitlements),
               "packages": len(catalog.packages), "memberships": len(members)}
-    audit.record(session, "catalog_loaded", source=source, **counts)
+    detail: dict[str, Any] = dict(counts)  # the counts as audit detail, not record()'s fields
+    audit.record(session, "catalog_loaded", source=source, **detail)
     return counts

@@ -121,7 +121,7 @@ def _check_graph(root: Node, max_aliases: int) -> None:
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 
 
-class SafeLineLoader(_Base):  # type: ignore[misc]
+class SafeLineLoader(_Base):  # type: ignore[misc]  # the base is picked at import (libyaml or not)
     """yaml.SafeLoader (libyaml when present) with line numbers and the checks above."""
 
     max_aliases = 50

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert
+from sqlalchemy import select as core_select  # sqlmodel's select() types at most 4 columns
 from sqlmodel import Session, select
+from sqlmodel import col as sql_col  # `col` names the CSV columns in this module
 
 from wavekit.adapters.problems import Problem, show
 from wavekit.adapters.safe_csv import CsvRefused, cell_problems, table_from_text
@@ -343,10 +345,10 @@ def _validate(kind: str, df: pd.DataFrame, file: str, known: _Known,
 def _store(session: Session, batches: list[tuple[str, str, pd.DataFrame]]) -> dict[str, int]:
     """Replace each named source's earlier delivery, then insert (caller's transaction)."""
     for kind, source in {(k, s) for k, s, _ in batches if s}:
-        session.exec(delete(TelemetrySample).where(  # type: ignore[call-overload]
-            TelemetrySample.kind == kind, TelemetrySample.source == source))
+        session.exec(delete(TelemetrySample).where(
+            sql_col(TelemetrySample.kind) == kind, sql_col(TelemetrySample.source) == source))
     counts: dict[str, int] = {}
-    table = TelemetrySample.__table__  # type: ignore[attr-defined]
+    table = TelemetrySample.__table__  # type: ignore[attr-defined]  # set on table models; sqlmodel's stubs omit it
     for kind, source, rows in batches:
         counts[kind] = counts.get(kind, 0) + len(rows)
         for start in range(0, len(rows), _INSERT_CHUNK):
@@ -506,12 +508,13 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
 def _read(session: Session, kind: str, since: datetime | None, until: datetime | None,
           column: Any = None, values: Collection[str] | None = None) -> pd.DataFrame:
     t = TelemetrySample
-    base = select(t.kind, t.at, t.package_key, t.identity, t.entitlement, t.category,
-                  t.value).where(t.kind == kind)
+    base = core_select(sql_col(t.kind), sql_col(t.at), sql_col(t.package_key), sql_col(t.identity),
+                       sql_col(t.entitlement), sql_col(t.category), sql_col(t.value)
+                       ).where(sql_col(t.kind) == kind)
     if since is not None:
-        base = base.where(t.at >= as_utc(since))
+        base = base.where(sql_col(t.at) >= as_utc(since))
     if until is not None:
-        base = base.where(t.at < as_utc(until))
+        base = base.where(sql_col(t.at) < as_utc(until))
     if column is None:
         return pd.read_sql_query(base, session.connection())
     wanted = sorted(set(values or ()))

@@ -45,7 +45,7 @@ MAX_WRONG_CODES = 5
 _CODE_ITERATIONS = 50_000  # a stolen store must not give codes up to a quick brute force
 
 
-class Verdict(StrEnum):
+class Ruling(StrEnum):
     """Accept the decision, refuse it, or note that the approval was already decided."""
 
     ACCEPT = "accept"
@@ -100,7 +100,7 @@ class ApprovalFacts:
 class Outcome:
     """The verdict on a decision, with a reason a person can read."""
 
-    verdict: Verdict
+    verdict: Ruling
     reason: str = ""
     decision: str | None = None  # approve | reject when accepted; the stored one if decided
     final: bool = False  # accepted, and it decides the approval (not one of several sign-offs)
@@ -109,7 +109,7 @@ class Outcome:
 
     @property
     def accepted(self) -> bool:
-        return self.verdict is Verdict.ACCEPT
+        return self.verdict is Ruling.ACCEPT
 
 
 def normalize_code(code: str) -> str:
@@ -152,7 +152,7 @@ def _check_code(click: Click, facts: ApprovalFacts, now: datetime
                 ) -> tuple[Outcome | None, IssuedCode | None]:
     """(a refusal, None) when the code is not the decider's own valid one, else (None, it)."""
     if not normalize_code(click.code):
-        return Outcome(Verdict.REFUSE, "the one-time approval code is required (it was sent "
+        return Outcome(Ruling.REFUSE, "the one-time approval code is required (it was sent "
                                        "to you when the handoff opened)"), None
     match = next((c for c in facts.codes
                   if hmac.compare_digest(code_digest(click.code, c.salt), c.digest)), None)
@@ -161,14 +161,14 @@ def _check_code(click: Click, facts: ApprovalFacts, now: datetime
 
 def _code_refusal(click: Click, match: IssuedCode | None, now: datetime) -> Outcome | None:
     if match is None:
-        return Outcome(Verdict.REFUSE, "wrong approval code", wrong_code=True)
+        return Outcome(Ruling.REFUSE, "wrong approval code", wrong_code=True)
     if _norm(match.approver) != _norm(click.user_id):
-        return Outcome(Verdict.REFUSE, "that approval code was sent to someone else; use your "
+        return Outcome(Ruling.REFUSE, "that approval code was sent to someone else; use your "
                                        "own", wrong_code=True)
     if match.used_at is not None:
-        return Outcome(Verdict.REFUSE, "that approval code was already used", wrong_code=True)
+        return Outcome(Ruling.REFUSE, "that approval code was already used", wrong_code=True)
     if match.expires_at is not None and as_utc(now) > as_utc(match.expires_at):
-        return Outcome(Verdict.REFUSE, "that approval code expired at "
+        return Outcome(Ruling.REFUSE, "that approval code expired at "
                                        f"{as_utc(match.expires_at):%Y-%m-%d %H:%M} UTC")
     return None
 
@@ -182,30 +182,30 @@ def decide(click: Click, facts: ApprovalFacts, now: datetime, *, need_reason: bo
                  "timeout": "timed out"}.get(facts.decision or "", facts.decision or "decided")
         reason = (f"this release already timed out at {as_utc(facts.decided_at):%Y-%m-%d %H:%M} "
                   "UTC" if facts.decision == "timeout" else f"already {label} by {by}")
-        return Outcome(Verdict.ALREADY_DECIDED, reason, facts.decision)
+        return Outcome(Ruling.ALREADY_DECIDED, reason, facts.decision)
     if facts.locked:
-        return Outcome(Verdict.REFUSE, f"this approval is locked after {MAX_WRONG_CODES} wrong "
+        return Outcome(Ruling.REFUSE, f"this approval is locked after {MAX_WRONG_CODES} wrong "
                                        "codes; the owner was told, and the wave must be run "
                                        "again")
     if not facts.awaiting:
-        return Outcome(Verdict.REFUSE, "this package is not awaiting this handoff")
+        return Outcome(Ruling.REFUSE, "this package is not awaiting this handoff")
     if click.action not in STORED_DECISION:
-        return Outcome(Verdict.REFUSE, "the decision must be approve or reject")
+        return Outcome(Ruling.REFUSE, "the decision must be approve or reject")
     if not click.user_id.strip():
-        return Outcome(Verdict.REFUSE, "the approver's id is required")
+        return Outcome(Ruling.REFUSE, "the approver's id is required")
     if not facts.approvers:
-        return Outcome(Verdict.REFUSE, "this package names no owner or delegate who can be "
+        return Outcome(Ruling.REFUSE, "this package names no owner or delegate who can be "
                                        "reached (a Slack id or an e-mail address)")
     if click.user_id not in facts.approvers:
         owner = facts.owner_name or "the package owner"
-        return Outcome(Verdict.REFUSE, f"only {owner} or a declared delegate can decide this "
+        return Outcome(Ruling.REFUSE, f"only {owner} or a declared delegate can decide this "
                                        "release")
     if facts.deadline is not None and deadline_passed(facts.deadline, now):
-        return Outcome(Verdict.REFUSE, "the decision deadline passed at "
+        return Outcome(Ruling.REFUSE, "the decision deadline passed at "
                                        f"{as_utc(facts.deadline):%Y-%m-%d %H:%M} UTC; the "
                                        "package is held until the wave is run again")
     if is_triggerer(click, facts):
-        return Outcome(Verdict.REFUSE, "you requested this wave, so you cannot decide your own "
+        return Outcome(Ruling.REFUSE, "you requested this wave, so you cannot decide your own "
                                        "release (separation of duties); another owner or "
                                        "delegate must decide it")
     code_used: IssuedCode | None = None
@@ -214,12 +214,12 @@ def decide(click: Click, facts: ApprovalFacts, now: datetime, *, need_reason: bo
         if refused is not None:
             return refused
     if click.action == "approve" and click.user_id in facts.approved_by:
-        return Outcome(Verdict.REFUSE, "you have already approved; "
+        return Outcome(Ruling.REFUSE, "you have already approved; "
                                        f"{facts.required} different approvers are needed")
     if click.action == "reject" and need_reason and not click.comment.strip():
-        return Outcome(Verdict.REFUSE, "a rejection needs a reason")
+        return Outcome(Ruling.REFUSE, "a rejection needs a reason")
     final = click.action == "reject" or len(facts.approved_by | {click.user_id}) >= facts.required
-    return Outcome(Verdict.ACCEPT, "", click.action, final=final, code_used=code_used)
+    return Outcome(Ruling.ACCEPT, "", click.action, final=final, code_used=code_used)
 
 
 class MissingRequester(ValueError):

@@ -99,7 +99,11 @@ def _latest(drills: Iterable[DrillRecord], as_of: datetime) -> DrillRecord | Non
     done = [d for d in drills if d.finished_at is not None and as_utc(d.finished_at) <= as_of]
     if not done:
         return None
-    return max(done, key=lambda d: (as_utc(d.finished_at), d.id or 0))  # type: ignore[arg-type]
+    def finished(d: DrillRecord) -> tuple[datetime, int]:
+        assert d.finished_at is not None, "only finished drills are in `done`"
+        return as_utc(d.finished_at), d.id or 0
+
+    return max(done, key=finished)
 
 
 def drill_standing(catalog_drill: str, drills: Iterable[DrillRecord], as_of: datetime,

@@ -13,7 +13,7 @@ quiet_prefect(terminal=sys.argv[1:2] != ["serve"])
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,13 +23,16 @@ from typer.core import TyperGroup
 
 from wavekit import project
 from wavekit.adapters import catalog as catalog_mod
-from wavekit.adapters.settings import load_settings
+from wavekit.adapters.settings import load_settings, masked_url
 from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
 from wavekit.present.views import print_maintenance_summary
 from wavekit.workflow.leases import LeaseHeld
 from wavekit.workflow.runtime import Runtime, build_runtime, runtime_override
+
+if TYPE_CHECKING:  # an annotation only: the commands import telemetry where they use it
+    from wavekit.adapters.telemetry import TelemetryInvalid
 
 
 class _Commands(TyperGroup):
@@ -103,7 +106,7 @@ def _check_store() -> None:
     get_engine(load_settings().resolved_database_url())
 
 
-def _fail_invalid(exc: catalog_mod.CatalogInvalid) -> None:
+def _fail_invalid(exc: catalog_mod.CatalogInvalid | TelemetryInvalid) -> None:
     console.print(f"[red]✗ {len(exc.problems)} problem(s); nothing was written[/red]")
     table = Table("file", "line", "field", "problem")
     for p in exc.problems:  # catalog text is not Rich markup: keep "packages[key]" as written
@@ -404,7 +407,7 @@ def telemetry(ctx: typer.Context,
     try:
         counts = ingest_telemetry(rt.database_url, paths)
     except TelemetryInvalid as exc:
-        _fail_invalid(exc)  # type: ignore[arg-type]
+        _fail_invalid(exc)
         return
     console.print("[green]✓ loaded[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
@@ -467,7 +470,7 @@ def replay(ctx: typer.Context,
         result = run_replay(rt, package_key, telemetry_dir=telemetry_dir, deployed_at=start,
                             until=end, settings=overrides)
     except TelemetryInvalid as exc:
-        _fail_invalid(exc)  # type: ignore[arg-type]
+        _fail_invalid(exc)
         return
     except ReplayRefused as exc:
         _error(str(exc))
@@ -564,7 +567,7 @@ def db_upgrade(database_url: str | None = DbOption) -> None:
     Example: wavekit db upgrade --database-url postgresql+psycopg2://wavekit@db/wavekit
     """
     url = load_settings(database_url=database_url).resolved_database_url()
-    where = schema.masked(url)
+    where = masked_url(url)
     result = schema.upgrade_store(url)
     if result.stamped:
         typer.echo(f"the store at {where} was created before migrations: stamped "

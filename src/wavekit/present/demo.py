@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit import project
 from wavekit.adapters.catalog import load_catalog, write_catalog
@@ -51,8 +51,8 @@ def demo_decide(rt: Runtime, package_key: str) -> str:
     with session_scope(rt.database_url) as s:
         pkg = s.get(RolePackage, package_key)
         approval = s.exec(select(Approval).where(Approval.package_key == package_key,
-                                                 Approval.decided_at.is_(None))  # type: ignore[union-attr]
-                          .order_by(Approval.id.desc())).first()  # type: ignore[union-attr]
+                                                 col(Approval.decided_at).is_(None))
+                          .order_by(col(Approval.id).desc())).first()
         if pkg is None or approval is None or approval.id is None:
             raise LookupError(f"{package_key} has no open handoff")
         owner, approval_id = pkg.owner_slack_id or pkg.owner_name, approval.id
@@ -158,12 +158,12 @@ def demo_target(kind: str, settings: Settings, catalog: Path) -> Iterator[Target
             )
 
             if os.environ.get("WAVEKIT_LDAP_URL"):
-                config = LdapConfig.from_env()
+                ldap_config = LdapConfig.from_env()
             else:
                 from wavekit.devservers.slapd import run_local_slapd
 
-                config = stack.enter_context(run_local_slapd())
-            target = LdapTarget(config)
+                ldap_config = stack.enter_context(run_local_slapd())
+            target = LdapTarget(ldap_config)
             provision_ldap_directory(target, identities.to_dict("records"), groups)
         else:
             raise ValueError(f"unknown target {kind!r}")
@@ -184,7 +184,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         print_maintenance_summary,
         print_status,
         print_wave_plan,
-        release_summary,
+        wave_package_rows,
     )
     from wavekit.workflow.runtime import build_runtime, runtime_override
 
@@ -253,7 +253,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         for col in ("package", "state", "adds", "removes", "retired", "health checks",
                     "rollback proof"):
             table.add_column(col)
-        for row in release_summary(url, wave=1):
+        for row in wave_package_rows(url, wave=1):
             table.add_row(*[str(row[c]) for c in ("package", "state", "adds", "removes",
                                                   "retired", "checks", "proof")])
         console.print(table)

@@ -249,7 +249,11 @@ def coverage_of(key: str, members: set[str], rule: str, identities: pd.DataFrame
 def _history(deployed: list[Release], failed_checks: int, failed_releases: set[int],
              since: datetime, as_of: datetime) -> History:
     """A package's release facts as of `as_of`, from its releases deployed by then."""
-    mine = sorted(deployed, key=lambda r: as_utc(r.deployed_at))  # type: ignore[arg-type]
+    def deployed_at(r: Release) -> datetime:
+        assert r.deployed_at is not None, "only deployed releases are passed in"
+        return as_utc(r.deployed_at)
+
+    mine = sorted(deployed, key=deployed_at)
     rollbacks = sum(1 for r in mine if r.rolled_back_at is not None
                     and since < as_utc(r.rolled_back_at) <= as_of)
     if not mine:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit.adapters.slack import flow_run_url
 from wavekit.adapters.store.engine import session_scope
@@ -69,16 +69,16 @@ class Follower:
         self.console, self.database_url, self.ui_url = console, database_url, ui_url
         self.packages = list(packages)
         with session_scope(database_url) as s:
-            last = s.exec(select(AuditEvent.id).order_by(AuditEvent.id.desc())).first()  # type: ignore[union-attr]
+            last = s.exec(select(AuditEvent.id).order_by(col(AuditEvent.id).desc())).first()
         self.last_id = last or 0
 
     def poll(self) -> int:
         """Print what happened since the last poll; returns how many lines were printed."""
         with session_scope(self.database_url) as s:
             rows = list(s.exec(select(AuditEvent)
-                               .where(AuditEvent.id > self.last_id,  # type: ignore[operator]
-                                      AuditEvent.package_key.in_(self.packages))  # type: ignore[union-attr]
-                               .order_by(AuditEvent.id)))  # type: ignore[arg-type]
+                               .where(col(AuditEvent.id) > self.last_id,
+                                      col(AuditEvent.package_key).in_(self.packages))
+                               .order_by(col(AuditEvent.id))))
         printed = 0
         for event in rows:
             self.last_id = max(self.last_id, event.id or 0)

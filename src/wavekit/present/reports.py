@@ -6,7 +6,6 @@ no markup is built here. Every rendered text passes through `redact` before it l
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -18,11 +17,10 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import escape
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
-from wavekit.adapters.settings import load_settings
+from wavekit.adapters.settings import load_settings, masked_url
 from wavekit.adapters.store import audit
 from wavekit.adapters.store import cohorts as cohort_store
 from wavekit.adapters.store.engine import session_scope
@@ -40,23 +38,16 @@ from wavekit.domain.clock import as_utc, utcnow
 from wavekit.domain.states import PackageState
 from wavekit.present.kpis import DEFINITIONS, PortalKpis, compute_kpis
 from wavekit.project import project_dir
+from wavekit.workflow.failures import redact
 
 # --------------------------------------------------------------------------- secrets
 
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|PRIVATE_KEY", re.I)
 _SECRET_ENV_PREFIXES = ("WAVEKIT_", "SLACK_", "PREFECT_", "LDAP_", "SCIM_", "PG", "DATABASE_")
-# user:password@ inside any URL, e.g. an exception message that quotes a connection string.
-_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)([^\s@/]+)@")
+
 # Shorter values would blank ordinary words all over a report.
 _MIN_SECRET_LEN = 6
 
-
-def display_url(url: str) -> str:
-    """A store URL safe to show: the password, if any, becomes ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return _URL_CREDENTIALS.sub(r"\1***@", url)
 
 
 def known_secrets(database_url: str | None = None) -> set[str]:
@@ -76,15 +67,6 @@ def known_secrets(database_url: str | None = None) -> set[str]:
                 found.add(str(password))
     return {s for s in found if len(s) >= _MIN_SECRET_LEN}
 
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask URL credentials and every known secret (raw or HTML-escaped) in `text`."""
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        # Jinja's autoescape (markupsafe) and html.escape spell quotes differently.
-        for form in {secret, html.escape(secret), str(escape(secret))}:
-            text = text.replace(form, "***")
-    return text
 
 
 # --------------------------------------------------------------------------- formatting
@@ -185,7 +167,7 @@ def environment(directory: str | None = None) -> Environment:
 def render_template(name: str, context: dict[str, Any], database_url: str | None = None) -> str:
     """Render one template and redact secrets from the result."""
     text = environment(str(templates_dir())).get_template(name).render(**context)
-    return redact(text, known_secrets(database_url))
+    return redact(text, known_secrets(database_url), limit=None)
 
 
 # --------------------------------------------------------------------------- charts
@@ -771,7 +753,7 @@ def render_dashboard(database_url: str, as_of: datetime | None = None,
     with session_scope(database_url) as s:
         context = dashboard_context(s, as_utc(as_of or utcnow()), selected,
                                     review_cadence_days=review_cadence_days)
-        context["store"] = display_url(database_url)
+        context["store"] = masked_url(database_url)
         return render_template("dashboard.html.j2", context, database_url)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from sqlmodel import col, func, select
 
@@ -58,7 +58,7 @@ def status_rows(database_url: str) -> list[dict[str, Any]]:
              "state": PackageState(p.state).label, "reason": p.state_reason} for p in pkgs]
 
 
-def _hours(value) -> str:  # type: ignore[no-untyped-def]
+def _hours(value: timedelta | None) -> str:
     return "—" if value is None else f"{value.total_seconds() / 3600:.0f}h"
 
 
@@ -114,17 +114,18 @@ def print_status(console: Console, database_url: str, as_of: datetime | None = N
         kpis.add_row(label, value)
     console.print(kpis)
     table = Table(title="Role packages", title_justify="left")
-    for name, just in (("wave", "right"), ("package", "left"), ("members", "right"),
-                       ("entitlements", "right"), ("risk", "left"), ("state", "left"),
-                       ("reason", "left")):
-        table.add_column(name, justify=just)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("wave", "right"), ("package", "left"), ("members", "right"), ("entitlements", "right"),
+        ("risk", "left"), ("state", "left"), ("reason", "left"))
+    for name, just in columns:
+        table.add_column(name, justify=just)
     for r in status_rows(database_url):
         table.add_row(str(r["wave"] or "—"), r["name"], str(r["members"]),
                       str(r["entitlements"]), r["risk"], r["state"], r["reason"])
     console.print(table)
 
 
-def release_summary(database_url: str, wave: int) -> list[dict[str, Any]]:
+def wave_package_rows(database_url: str, wave: int) -> list[dict[str, Any]]:
     """Per package of `wave`: state, what its latest release wrote, checks run, rollback proof."""
     from wavekit.adapters.store import audit
     from wavekit.adapters.store.models import HealthCheckResult, Release

@@ -23,7 +23,7 @@ from wavekit.adapters.approval_codes import (
 )
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.approvals import ApprovalContext, load_context
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.models import Approval, ApprovalCode
 from wavekit.domain.decisions import Click, code_digest, is_triggerer
 from wavekit.workflow.runtime import Runtime
@@ -93,7 +93,7 @@ def issue_codes(rt: Runtime, approval_id: int, run_url: str | None = None,
                              approver=person.id, error=str(exc)[:300] or type(exc).__name__)
             continue
         with session_scope(rt.database_url) as s:
-            s.get(ApprovalCode, row_id).sent_via = via
+            get_one(s, ApprovalCode, row_id).sent_via = via
             audit.record(s, "approval_code_sent", package_key=ctx.package_key,
                          release_id=ctx.release_id, at=now, approval_id=approval_id,
                          approver=person.id, via=via)

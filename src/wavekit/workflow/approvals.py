@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
+from uuid import UUID
 
 from prefect.input import RunInput
 from pydantic import Field
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit.adapters.store.approvals import load_context
 from wavekit.adapters.store.engine import session_scope
@@ -81,16 +82,16 @@ def auto_approver(database_url: str, decide: Decider = approve_all,
         while not stop.is_set():
             with session_scope(database_url) as s:
                 pending = list(s.exec(select(Approval).where(
-                    Approval.decided_at.is_(None),  # type: ignore[union-attr]
-                    Approval.flow_run_id.is_not(None))))  # type: ignore[union-attr]
+                    col(Approval.decided_at).is_(None),
+                    col(Approval.flow_run_id).is_not(None))))
             for a in pending:
                 key = f"{a.id}:{a.flow_run_id}:{a.form_inputs}"
                 if key in handled or (choice := decide(a)) is None:
                     continue
                 decision, who, comment = choice
-                assert a.id is not None
+                assert a.id is not None and a.flow_run_id is not None, "selected with both set"
                 try:
-                    resume_flow_run(a.flow_run_id, run_input={
+                    resume_flow_run(UUID(a.flow_run_id), run_input={
                         "decision": decision, "code": "", "comment": comment,
                         "approver": who or _next_approver(database_url, a.id)})
                     handled.append(key)

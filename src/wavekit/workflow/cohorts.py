@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store import cohorts as store
 from wavekit.adapters.store.bundles import load_bundle
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import CohortProgress, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
@@ -73,6 +73,7 @@ def deploy_step(s: Session, release: Release, view: PackageView, plan: Plan, now
     rollout = rollout_from(view.rollout)
     if rollout is None:
         return None
+    assert release.id is not None, "a stored release"
     row = store.progress(s, release.id)
     if row is None:
         first = _cohorts(s, view, rollout)[0]
@@ -95,6 +96,7 @@ def step_deployed(s: Session, release: Release, view: PackageView, done: datetim
                   ) -> tuple[datetime, str] | None:
     """Inside the deploy's last transaction: the step is on the target; returns (when its
     soak, or the watch window after the last step, ends; the package's state reason)."""
+    assert release.id is not None, "a stored release"
     row = store.progress(s, release.id)
     rollout = rollout_from(view.rollout)
     if row is None or rollout is None:
@@ -164,7 +166,7 @@ class StepOutcome:
 def next_step_label(rt: Runtime, release_id: int) -> str:
     """How the step a widen would deploy is named (for its task run in the Prefect UI)."""
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         view = load_package_view(s, release.package_key)
         row = store.progress(s, release_id)
         rollout = rollout_from(view.rollout)
@@ -196,8 +198,8 @@ def widen(rt: Runtime, release_id: int, *, actor: str = "wavekit",
     """
     now = at or rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         view = load_package_view(s, pkg.key)
         rollout = rollout_from(view.rollout)
         row = store.progress(s, release_id)
@@ -234,11 +236,12 @@ def widen(rt: Runtime, release_id: int, *, actor: str = "wavekit",
         result = rt.target.apply(work.adds, work.removes, batch_size=rt.settings.batch_size)
     done = at or rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         view = load_package_view(s, pkg.key)
         ends, why = step_deployed(s, release, view, done) or (done, "")
         release.watch_ends_at = ends
+        assert release.deployed_at is not None, f"release {release_id} widens after its deploy"
         release.next_check_at = next_due(checks_for(view.health), as_utc(release.deployed_at),
                                          ends, done) or ends
         pkg.state_reason = why
@@ -253,11 +256,11 @@ def releases_mid_step(rt: Runtime) -> list[int]:
     """Stepped releases a crash left between recording a widening and finishing its writes."""
     with session_scope(rt.database_url) as s:
         rows = s.exec(select(CohortProgress.release_id)
-                      .join(Release, Release.id == CohortProgress.release_id)
-                      .join(RolePackage, RolePackage.key == Release.package_key)
+                      .join(Release, col(Release.id) == CohortProgress.release_id)
+                      .join(RolePackage, col(RolePackage.key) == Release.package_key)
                       .where(CohortProgress.status == "deploying", CohortProgress.step > 0,
                              Release.closed == False,  # noqa: E712
-                             RolePackage.state.in_([S.WATCHING, S.NEEDS_TUNING])))  # type: ignore[attr-defined]
+                             col(RolePackage.state).in_([S.WATCHING, S.NEEDS_TUNING])))
         return list(rows)
 
 
@@ -279,8 +282,8 @@ class ActionOutcome:
 
 def _live_release(s: Session, key: str) -> Release | None:
     return s.exec(select(Release).where(Release.package_key == key, Release.closed == False,  # noqa: E712
-                                        Release.deploy_started_at.is_not(None))  # type: ignore[union-attr]
-                  .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+                                        col(Release.deploy_started_at).is_not(None))
+                  .order_by(col(Release.id).desc())).first()
 
 
 def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str = ""
@@ -295,7 +298,8 @@ def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str =
         if pkg is None:
             raise CohortActionRefused(f"no package {key!r} in the catalog")
         release = _live_release(s, key)
-        facts = step_facts(s, release.id) if release is not None else None
+        facts = (step_facts(s, release.id)
+                 if release is not None and release.id is not None else None)
         live = S(pkg.state) in (S.WATCHING, S.NEEDS_TUNING, S.CONTAINED, S.DEPLOYING)
         check = check_action(action, actor, stepped=pkg.rollout is not None,
                              live=live and facts is not None,
@@ -307,7 +311,7 @@ def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str =
                              state=S(pkg.state).label)
         if not check.allowed:
             raise CohortActionRefused(f"cannot {action} {key}: {check.reason}")
-        assert release is not None and facts is not None
+        assert release is not None and release.id is not None and facts is not None
         row = store.progress(s, release.id)
         assert row is not None
         why = reason.strip() or f"{action} by {actor}"
@@ -360,13 +364,13 @@ def progress_view(rt: Runtime, key: str) -> ProgressView | None:
     """The package's latest stepped release's progress, or None (no steps, never deployed)."""
     with session_scope(rt.database_url) as s:
         row = s.exec(select(CohortProgress).where(CohortProgress.package_key == key)
-                     .order_by(CohortProgress.release_id.desc())).first()  # type: ignore[attr-defined]
+                     .order_by(col(CohortProgress.release_id).desc())).first()
         if row is None:
             return None
         view = load_package_view(s, key)
         rollout = rollout_from(view.rollout)
         sizes = [len(c) for c in _cohorts(s, view, rollout)] if rollout else []
-        release = s.get(Release, row.release_id)
+        release = get_one(s, Release, row.release_id)
         ended = "rolled back" if release.rolled_back_at else None
         rows = tuple({"step": f"{i + 1}/{row.steps}",
                       "share": rollout.steps[i].label if rollout else "",

@@ -93,9 +93,9 @@ def live_release_id(rt: Runtime, package_key: str) -> int:
     """The package's deployed release that is not rolled back (what containment acts on)."""
     with session_scope(rt.database_url) as s:
         rid = s.exec(select(Release.id).where(
-            Release.package_key == package_key, Release.deployed_at.is_not(None),  # type: ignore[union-attr]
-            Release.rolled_back_at.is_(None))  # type: ignore[union-attr]
-            .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+            Release.package_key == package_key, col(Release.deployed_at).is_not(None),
+            col(Release.rolled_back_at).is_(None))
+            .order_by(col(Release.id).desc())).first()
     if rid is None:
         raise LookupError(f"{package_key} has no live release to contain")
     return rid
@@ -128,7 +128,7 @@ def contain(rt: Runtime, release_id: int, reason: str, identities: Collection[st
         if grants or state != S.CONTAINED:
             first = s.exec(select(Suspension).where(Suspension.release_id == release_id,
                                                     Suspension.lifted_at == None)  # noqa: E711
-                           .order_by(Suspension.id)).first()  # type: ignore[arg-type]
+                           .order_by(col(Suspension.id))).first()
             row = suspensions.record_suspension(
                 s, release_id=release_id, package_key=view.key, reason=reason, scope=scope,
                 identities=outcome.identities, checks=checks,

@@ -9,10 +9,13 @@ masked; keeps that line as the package's state reason; and re-raises the same er
 
 from __future__ import annotations
 
+import html
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+from markupsafe import escape
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -24,16 +27,25 @@ log = logging.getLogger(__name__)
 
 def short_error(exc: BaseException, limit: int = 300) -> str:
     """An error's one-line text for the audit log and the terminal, secrets masked."""
-    return redact(" ".join(str(exc).split()), limit)
+    return redact(" ".join(str(exc).split()), limit=limit)
 
 
 _SECRET = re.compile(r"(?i)(bearer\s+|authorization[:=]\s*|password[:=]\s*|token[:=]\s*)"
                      r"[^\s,;)]+")
+# user:password@ inside any URL, e.g. an exception message that quotes a connection string.
+_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)([^\s@/]+)@")
 
 
-def redact(text: str, limit: int = 300) -> str:
+def redact(text: str, secrets: Iterable[str] = (), limit: int | None = 300) -> str:
+    """Mask credentials in `text`: bearer, password and token values, a URL's password and
+    every known secret (raw or HTML-escaped); cut to `limit` characters (None: keep all)."""
     text = _SECRET.sub(lambda m: m.group(1) + "***", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        # Jinja's autoescape (markupsafe) and html.escape spell quotes differently.
+        for form in {secret, html.escape(secret), str(escape(secret))}:
+            text = text.replace(form, "***")
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextmanager
@@ -47,7 +59,7 @@ def failure_recorded(rt: Runtime, stage: str, package_key: str, *,
     except Exception as exc:
         if getattr(exc, "_wavekit_recorded", False):  # an inner stage recorded it already
             raise
-        exc._wavekit_recorded = True  # type: ignore[attr-defined]
+        exc._wavekit_recorded = True  # type: ignore[attr-defined]  # a marker on this exception object only
         message = short_error(exc)
         batch = getattr(exc, "batch", None)
         try:

@@ -28,18 +28,19 @@ contained ones included.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
-from sqlmodel import Session, select
+from sqlalchemy import select as core_select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.drills import drill_records
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.models import (
     HealthCheckResult,
     MaintenanceTask,
@@ -49,11 +50,13 @@ from wavekit.adapters.store.models import (
 from wavekit.adapters.telemetry import ingest_telemetry
 from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import DrillRecord, drill_backlog_reason, drill_standing
+from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import DEPLOYED, PackageState
 
 if TYPE_CHECKING:
+    from wavekit.workflow.containment import ContainOutcome
     from wavekit.workflow.runtime import Runtime
 
 Metrics = Mapping[str, float | None]
@@ -278,7 +281,8 @@ def plan_maintenance(
             continue
         if m is None:
             continue
-        age = as_utc(as_of) - as_utc(pkg.deployed_at)  # type: ignore[arg-type]
+        assert pkg.deployed_at is not None, "a live package is deployed"
+        age = as_utc(as_of) - as_utc(pkg.deployed_at)
         started = [c for c in checks if not c.anomaly and age >= c.start_after]
         tuning = [c for c in started if c.name != "exception_growth"]
         reasons = [r for c in tuning if (r := _failed(c, m))]
@@ -308,11 +312,11 @@ def plan_maintenance(
         if ref.kind not in MANAGED_KINDS or ref.dedupe_key in wanted:
             continue
         if ref.package_key is not None and ref.package_key not in known:
-            why: str | None = "package is no longer in the catalog"
+            closing: str | None = "package is no longer in the catalog"
         else:
-            why = cleared.get(ref.dedupe_key)
-        if why:
-            to_close.append(BacklogItem(ref.dedupe_key, ref.package_key, ref.kind, why))
+            closing = cleared.get(ref.dedupe_key)
+        if closing:
+            to_close.append(BacklogItem(ref.dedupe_key, ref.package_key, ref.kind, closing))
     return MaintenancePlan(
         as_of=as_utc(as_of), rollback=tuple(rollback), contain=tuple(contain), tune=tuple(tune),
         renew_ownership=tuple(renew), retire_legacy=tuple(retire), open=to_open,
@@ -331,7 +335,7 @@ def apply_backlog(session: Session, plan: MaintenancePlan, as_of: datetime
     as_of = as_utc(as_of)
     keys = [i.dedupe_key for i in (*plan.open, *plan.close)]
     existing = {t.dedupe_key: t for t in session.exec(
-        select(MaintenanceTask).where(MaintenanceTask.dedupe_key.in_(keys)))}  # type: ignore[attr-defined]
+        select(MaintenanceTask).where(col(MaintenanceTask.dedupe_key).in_(keys)))}
     opened: list[MaintenanceTask] = []
     closed: list[MaintenanceTask] = []
     for item in plan.open:
@@ -373,11 +377,11 @@ class MaintenanceInputs:
 def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
     """Packages with their latest release, every health-check result, and the open backlog."""
     latest: dict[str, Release] = {}
-    for r in session.exec(select(Release).order_by(Release.id)):  # type: ignore[arg-type]
-        latest[r.package_key] = r
+    for rel in session.exec(select(Release).order_by(col(Release.id))):
+        latest[rel.package_key] = rel
     drills = drill_records(session)
     facts = []
-    for p in session.exec(select(RolePackage).order_by(RolePackage.key)):  # type: ignore[arg-type]
+    for p in session.exec(select(RolePackage).order_by(col(RolePackage.key))):
         r = latest.get(p.key)
         deployed = r.deployed_at if r is not None and r.rolled_back_at is None else None
         facts.append(PackageFacts(
@@ -391,9 +395,11 @@ def load_maintenance_inputs(session: Session) -> MaintenanceInputs:
             last_review_at=p.last_review_at,
             analysis_from=r.analysis_from if r is not None else None,
             drills=drills.get(p.key, ())))
-    rows = session.exec(select(HealthCheckResult.release_id, HealthCheckResult.package_key,
-                               HealthCheckResult.check_name, HealthCheckResult.verdict,
-                               HealthCheckResult.due_at)).all()
+    # sqlalchemy's select: sqlmodel's is typed for at most 4 columns.
+    rows = session.execute(core_select(
+        col(HealthCheckResult.release_id), col(HealthCheckResult.package_key),
+        col(HealthCheckResult.check_name), col(HealthCheckResult.verdict),
+        col(HealthCheckResult.due_at))).all()
     results = pd.DataFrame(rows, columns=["release_id", "package_key", "check_name", "verdict",
                                           "due_at"])
     tasks = session.exec(select(MaintenanceTask.dedupe_key, MaintenanceTask.package_key,
@@ -429,8 +435,9 @@ def sweep_approval_deadlines(rt: Runtime, as_of: datetime) -> int:
     return len(timed_out)
 
 
-def _quiet(resume):  # type: ignore[no-untyped-def]
-    def call(flow_run_id: str, run_input: dict) -> None:
+def _quiet(resume: Callable[[str, dict[str, Any]], None]
+           ) -> Callable[[str, dict[str, Any]], None]:
+    def call(flow_run_id: str, run_input: dict[str, Any]) -> None:
         # A run that is gone (crashed, cancelled) cannot be resumed; the store already holds
         # the timeout, so the re-run of its wave holds the package.
         with contextlib.suppress(Exception):
@@ -466,16 +473,16 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
                             MaintenanceThresholds(rt.settings.review_cadence_days))
 
 
-def _active_suspended(session: Session, release_id: int) -> frozenset:
+def _active_suspended(session: Session, release_id: int) -> GrantSet:
     from wavekit.adapters.store import suspensions
 
-    out: set = set()
+    out: set[Grant] = set()
     for row in suspensions.suspensions(session, release_id, active_only=True):
         out |= suspensions.suspended_grants(session, row.id)
     return frozenset(out)
 
 
-def contain_package(rt: Runtime, decision: Decision, as_of: datetime):  # type: ignore[no-untyped-def]
+def contain_package(rt: Runtime, decision: Decision, as_of: datetime) -> ContainOutcome:
     """Contain a live package tonight's run found an anomaly in (workflow.containment): the
     members the anomaly names over the nightly window lose the package's grants, audited."""
     from wavekit.adapters.store.packages import load_package_view
@@ -484,7 +491,8 @@ def contain_package(rt: Runtime, decision: Decision, as_of: datetime):  # type: 
     release_id = containment.live_release_id(rt, decision.package_key)
     with session_scope(rt.database_url) as s:
         view = load_package_view(s, decision.package_key)
-        deployed_at = s.get(Release, release_id).deployed_at
+        deployed_at = get_one(s, Release, release_id).deployed_at
+    assert deployed_at is not None, f"live release {release_id} has no deploy time"
     since, until = nightly_window(deployed_at, as_of)
     find = getattr(rt.metrics, "implicated", None)
     who: set[str] = set()
@@ -510,7 +518,7 @@ def retirements_due(rt: Runtime, plan: MaintenancePlan) -> list[int]:
         for key in keys:
             rid = s.exec(select(Release.id).where(Release.package_key == key,
                                                   Release.rolled_back_at == None)  # noqa: E711
-                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+                         .order_by(col(Release.id).desc())).first()
             if rid is not None:
                 out.append(rid)
         return out

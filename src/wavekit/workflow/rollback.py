@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store import cohorts as cohort_store
 from wavekit.adapters.store.bundles import load_bundle, load_stored_values, restrict
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import Release, RolePackage
 from wavekit.adapters.targets.base import Target, apply_restoring
@@ -53,10 +53,10 @@ def find_release(rt: Runtime, package_key: str, release_id: int | None = None) -
     """The release to roll back: the one given, or the package's latest that wrote anything."""
     with session_scope(rt.database_url) as s:
         q = select(Release.id).where(Release.package_key == package_key,
-                                     Release.deploy_started_at.is_not(None))  # type: ignore[union-attr]
+                                     col(Release.deploy_started_at).is_not(None))
         if release_id is not None:
             q = q.where(Release.id == release_id)
-        found = s.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+        found = s.exec(q.order_by(col(Release.id).desc())).first()
     if found is None:
         raise NothingToRollBack(f"{package_key} has no deployed release to roll back")
     return found
@@ -66,8 +66,8 @@ def begin_rollback(rt: Runtime, release_id: int, reason: str, actor: str = "wave
     """Mark the package Rolling back (idempotent) and audit why."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         if S(pkg.state) != S.ROLLING_BACK:
             transition(s, pkg, S.ROLLING_BACK, reason, actor=actor, release_id=release_id,
                        at=now)
@@ -103,7 +103,7 @@ def restore_prior_bundle(rt: Runtime, release_id: int) -> tuple[int, int]:
     open; a failure is recorded (`stage_failed`) and re-raised.
     """
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         key, wave = release.package_key, release.wave
         plan = load_bundle(s, release_id, key)
         stored = load_stored_values(s, release_id)
@@ -143,7 +143,7 @@ def verify_and_record(rt: Runtime, release_id: int, re_granted: int = 0, removed
     owner is alerted and RollbackUnproven is raised; the next rollback run tries again.
     """
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         key, wave = release.package_key, release.wave
         plan = load_bundle(s, release_id, key)
         touched = _touched(s, release_id, plan) if plan is not None else frozenset()
@@ -173,8 +173,8 @@ def _record_proof(rt: Runtime, release_id: int, plan: Plan, proof: RestoreProof,
     """Audit one read-back; mark the package Rolled back only when it is proven."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         audit.record(s, "rollback_verified", package_key=pkg.key, wave=pkg.wave,
                      release_id=release_id, at=now, prior_count=proof.prior_count,
                      readback_count=proof.readback_count, equal=proof.equal,
@@ -218,7 +218,7 @@ def _alert_unproven(rt: Runtime, key: str, release_id: int, proof: RestoreProof)
     from wavekit.workflow import notices  # notices imports this module
 
     with session_scope(rt.database_url) as s:
-        reason = s.get(Release, release_id).rollback_reason or "rollback"
+        reason = get_one(s, Release, release_id).rollback_reason or "rollback"
     outcome = RollbackOutcome(key, release_id, f"UNPROVEN ({reason})", 0, 0, proof)
     try:
         notices.notify_rollback(rt, outcome)

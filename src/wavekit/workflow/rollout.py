@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.approvals import settle, time_out
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
 from wavekit.adapters.store.drills import drill_records
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import (
     Approval,
@@ -29,8 +30,7 @@ from wavekit.adapters.store.models import (
 )
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
-from wavekit.domain.decisions import Click, Proof
-from wavekit.domain.decisions import Verdict as Judged
+from wavekit.domain.decisions import Click, Proof, Ruling
 from wavekit.domain.drills import DrillRecord
 from wavekit.domain.gates import GateContext, GateResult, SodRuleView, check_gates, failed
 from wavekit.domain.grants import GrantSet
@@ -87,8 +87,8 @@ def _current_open_release(session: Session, pkg: RolePackage) -> Release | None:
     """
     q = select(Release).where(Release.package_key == pkg.key, Release.closed == False)  # noqa: E712
     if S(pkg.state) == S.CONTAINED:
-        q = q.where(Release.deployed_at.is_(None))  # type: ignore[union-attr]
-    return session.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+        q = q.where(col(Release.deployed_at).is_(None))
+    return session.exec(q.order_by(col(Release.id).desc())).first()
 
 
 def open_release(session: Session, pkg: RolePackage, *, wave: int | None, target: str,
@@ -128,7 +128,7 @@ def gate_facts(session: Session, pkg: PackageView) -> GateFacts:
     """The store's part of the gate context (no target read: that happens outside)."""
     dep_states = {k: S(st) for k, st in session.exec(
         select(RolePackage.key, RolePackage.state)
-        .where(RolePackage.key.in_(pkg.depends_on)))}  # type: ignore[attr-defined]
+        .where(col(RolePackage.key).in_(pkg.depends_on)))}
     rules = [SodRuleView(r.key, r.entitlement_a, r.entitlement_b, r.description)
              for r in session.exec(select(SodRule))
              if {r.entitlement_a, r.entitlement_b} & pkg.entitlements]
@@ -192,6 +192,7 @@ def _stage(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None,
     wanted = set(facts.sod_entitlements) | (set() if resuming else set(view.scope))
     current = rt.target.read_grants(wanted) if wanted else frozenset()
     holdings = frozenset(g for g in current if g.entitlement in facts.sod_entitlements)
+    plan: Plan | None  # a resumed deploy's frozen plan is read back from the store
     if dry_run:
         plan = plan_package(view, current)
         return StageOutcome(key, counts=plan.counts(),
@@ -204,6 +205,7 @@ def _stage(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None,
         assert pkg is not None
         release = open_release(s, pkg, wave=wave, target=rt.target.name,
                                flow_run_id=flow_run_id, triggered_by=triggered_by, now=now)
+        assert release.id is not None, "open_release flushes a new release: it has its id"
         if release.deploy_started_at is not None:
             plan = load_bundle(s, release.id, key)  # frozen: the target holds partial writes
             assert plan is not None
@@ -217,8 +219,9 @@ def _stage(rt: Runtime, key: str, *, wave: int | None, flow_run_id: str | None,
         release.adds, release.removes, release.retirements = (
             len(plan.adds), len(plan.removes), len(plan.retirements))
         gates = check_gates(view, gate_context(rt, facts, plan, holdings))
+        counts: dict[str, Any] = plan.counts()  # audit detail, not record()'s own fields
         audit.record(s, "plan_staged", package_key=key, wave=wave, release_id=release.id,
-                     flow_run_id=flow_run_id, at=now, **plan.counts(),
+                     flow_run_id=flow_run_id, at=now, **counts,
                      prior=len(plan.prior), resuming=resuming)
         outcome = StageOutcome(key, release.id, counts=plan.counts(), gates=gates,
                                resuming_deploy=resuming, approved=release.approved_at is not None)
@@ -237,11 +240,11 @@ class StaleRead(RuntimeError):
 
 def contained_release(s: Session, key: str, *, besides: int | None = None) -> Release | None:
     """The package's release with grants suspended by a containment not yet lifted."""
-    q = (select(Release).join(Suspension, Suspension.release_id == Release.id)
+    q = (select(Release).join(Suspension, col(Suspension.release_id) == Release.id)
          .where(Release.package_key == key, Suspension.lifted_at == None))  # noqa: E711
     if besides is not None:
         q = q.where(Release.id != besides)
-    return s.exec(q.order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+    return s.exec(q.order_by(col(Release.id).desc())).first()
 
 
 def _hold(s: Session, pkg: RolePackage, release: Release, reason: str, now: datetime,
@@ -268,10 +271,10 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
     """Move the package to Awaiting handoff and open (or find) its approval request."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         approval = s.exec(select(Approval).where(Approval.release_id == release_id)
-                          .order_by(Approval.id.desc())).first()  # type: ignore[union-attr]
+                          .order_by(col(Approval.id).desc())).first()
         superseded: str | None = None
         if approval is None:
             deadline = now + timedelta(hours=rt.settings.approval_deadline_hours)
@@ -293,6 +296,7 @@ def request_handoff(rt: Runtime, release_id: int) -> HandoffRequest:
         if S(pkg.state) != S.AWAITING_HANDOFF:
             transition(s, pkg, S.AWAITING_HANDOFF, f"waiting for {pkg.owner_name} to approve",
                        release_id=release_id, at=now)
+        assert approval.id is not None, "flushed above or read from the store"
         return HandoffRequest(approval.id, approval.decision, approval.deadline,
                               superseded_run=superseded)
 
@@ -321,7 +325,7 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
         from wavekit.workflow.approval_codes import notify_locked
 
         notify_locked(rt, settled.ctx)
-    if settled.final or settled.outcome.verdict is Judged.ALREADY_DECIDED:
+    if settled.final or settled.outcome.verdict is Ruling.ALREADY_DECIDED:
         return apply_decision(rt, approval_id)
     return None
 
@@ -331,7 +335,7 @@ def record_form_input(rt: Runtime, approval_id: int, attempt: int, decision: str
     """The UI form's input for pause `attempt` of this approval, judged once (a re-run that
     reads the same input again does not judge it twice). As `record_decision` returns."""
     with session_scope(rt.database_url) as s:
-        approval = s.get(Approval, approval_id)
+        approval = get_one(s, Approval, approval_id)
         fresh = approval.form_inputs == attempt
         if fresh:
             approval.form_inputs += 1
@@ -343,7 +347,7 @@ def record_form_input(rt: Runtime, approval_id: int, attempt: int, decision: str
 
 def _decided(rt: Runtime, approval_id: int) -> bool:
     with session_scope(rt.database_url) as s:
-        return s.get(Approval, approval_id).decision is not None
+        return get_one(s, Approval, approval_id).decision is not None
 
 
 def record_timeout(rt: Runtime, approval_id: int) -> str:
@@ -363,8 +367,8 @@ def apply_decision(rt: Runtime, approval_id: int) -> str:
         approval = s.get(Approval, approval_id)
         if approval is None or approval.decision is None:
             raise LookupError(f"approval #{approval_id} has no stored decision")
-        release = s.get(Release, approval.release_id)
-        pkg = s.get(RolePackage, approval.package_key)
+        release = get_one(s, Release, approval.release_id)
+        pkg = get_one(s, RolePackage, approval.package_key)
         final = approval.decision
         if final == "approved":
             if release.approved_at is None:
@@ -385,7 +389,7 @@ def apply_decision(rt: Runtime, approval_id: int) -> str:
 def enforce_gates(rt: Runtime, release_id: int) -> list[GateResult]:
     """Run every gate against the current state; hold the package if one fails."""
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         key = release.package_key
     with failure_recorded(rt, "dependency_checks", key, release_id=release_id):
         with session_scope(rt.database_url) as s:
@@ -394,9 +398,10 @@ def enforce_gates(rt: Runtime, release_id: int) -> list[GateResult]:
         holdings = read_holdings(rt, facts)  # the target, outside any transaction
         now = rt.clock.now()
         with session_scope(rt.database_url) as s:
-            release = s.get(Release, release_id)
-            pkg = s.get(RolePackage, key)
+            release = get_one(s, Release, release_id)
+            pkg = get_one(s, RolePackage, key)
             plan = load_bundle(s, release_id, key)
+            assert plan is not None, f"{key}: release {release_id} was staged without a plan"
             results = check_gates(view, gate_context(rt, gate_facts(s, view), plan, holdings))
             audit.record(s, "gates_checked", package_key=key, wave=pkg.wave,
                          release_id=release_id, at=now, stage="dependency_checks",
@@ -415,7 +420,7 @@ def deploy_package(rt: Runtime, release_id: int,
     package stays Deploying and a re-run resumes from the frozen plan.
     """
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         key, wave, started = release.package_key, release.wave, release.deploy_started_at
     with failure_recorded(rt, "deploy", key, release_id=release_id, wave=wave):
         return _deploy(rt, release_id, key, started is None, on_batch)
@@ -430,8 +435,9 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
     snapshot = read_snapshot(rt.target, view.scope) if first else None
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, key)
+        plan: Plan | None
         if release.deploy_started_at is None:
             if snapshot is None:
                 raise StaleRead(f"{key}: release {release_id} was reset while deploying; re-run")
@@ -454,7 +460,7 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
 
     def record_batch(batch: BatchResult) -> None:
         with session_scope(rt.database_url) as bs:
-            rel = bs.get(Release, release_id)
+            rel = get_one(bs, Release, release_id)
             rel.applied_batches += 1
             audit.record(bs, "deploy_batch", package_key=view.key, release_id=release_id,
                          index=batch.index, added=batch.added, removed=batch.removed,
@@ -466,8 +472,8 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
                              on_batch=record_batch)
     done = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         release.deployed_at = done
         # A stepped package is watched for its first soak; the others for their window.
         ends, watching = cohorts.step_deployed(s, release, view, done) or (
@@ -488,9 +494,10 @@ def _supersede(s: Session, key: str, release_id: int, at: datetime) -> None:
     """A new release deployed over a contained one: the old one stops being watched and its
     containment is lifted (the new deploy decided every grant of the scope afresh)."""
     older = s.exec(select(Release).where(Release.package_key == key, Release.id != release_id,
-                                         Release.deployed_at.is_not(None),  # type: ignore[union-attr]
-                                         Release.rolled_back_at.is_(None)))  # type: ignore[union-attr]
+                                         col(Release.deployed_at).is_not(None),
+                                         col(Release.rolled_back_at).is_(None)))
     for old in older:
+        assert old.id is not None, "read from the store"
         lifted = suspensions.lift(s, old.id, by=f"release {release_id}",
                                   reason="superseded by a new release", at=at)
         if old.closed and not lifted:
@@ -504,7 +511,7 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
     """Remove the legacy grants the package supersedes; returns how many were removed."""
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         plan = load_bundle(s, release_id, release.package_key)
         if release.legacy_retired_at is not None or plan is None or not plan.retirements:
             return 0
@@ -512,7 +519,7 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
     with failure_recorded(rt, "retire_legacy", key, release_id=release_id, wave=wave):
         result = rt.target.apply([], plan.retirements, batch_size=rt.settings.batch_size)
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         release.legacy_retired_at = now
         audit.record(s, "legacy_retired", package_key=release.package_key,
                      release_id=release_id, at=now, count=result.removed,
@@ -522,20 +529,21 @@ def retire_legacy(rt: Runtime, release_id: int) -> int:
 
 def release_failing(session: Session, release: Release) -> bool:
     """Whether a health check of the release is past its failure limit (as the watch counts)."""
-    pkg = session.get(RolePackage, release.package_key)
+    pkg = get_one(session, RolePackage, release.package_key)
     q = select(HealthCheckResult.check_name, HealthCheckResult.verdict).where(
         HealthCheckResult.release_id == release.id)
     if release.analysis_from is not None:
         q = q.where(HealthCheckResult.due_at >= release.analysis_from)
     verdicts: dict[str, list[Verdict]] = {}
-    for name, verdict in session.exec(q.order_by(HealthCheckResult.due_at)):
+    for name, verdict in session.exec(q.order_by(col(HealthCheckResult.due_at))):
         verdicts.setdefault(name, []).append(Verdict(verdict))
     return assess_health(checks_for(pkg.health), verdicts).verdict == Verdict.FAILED
 
 
 def retirement_facts(session: Session, release: Release) -> RetirementFacts:
     """What the retirement rule needs about a release, read from the store."""
-    pkg = session.get(RolePackage, release.package_key)
+    pkg = get_one(session, RolePackage, release.package_key)
+    assert release.id is not None, "a stored release"
     return RetirementFacts(
         state=S(pkg.state), has_legacy=release.retirements > 0,
         retire_in_launch_window=pkg.retire_in_launch_window, deployed_at=release.deployed_at,
@@ -557,10 +565,11 @@ def releases_awaiting_retirement(rt: Runtime, as_of: datetime) -> list[int]:
     """Deployed releases whose legacy grants the retirement rule retires now."""
     with session_scope(rt.database_url) as s:
         rows = s.exec(select(Release).where(
-            Release.deployed_at.is_not(None), Release.retirements > 0,  # type: ignore[union-attr]
-            Release.legacy_retired_at.is_(None),  # type: ignore[union-attr]
-            Release.rolled_back_at.is_(None)).order_by(Release.id))  # type: ignore[union-attr]
-        return [r.id for r in rows if retirement_due(retirement_facts(s, r), as_of)]
+            col(Release.deployed_at).is_not(None), Release.retirements > 0,
+            col(Release.legacy_retired_at).is_(None),
+            col(Release.rolled_back_at).is_(None)).order_by(col(Release.id)))
+        return [r.id for r in rows
+                if r.id is not None and retirement_due(retirement_facts(s, r), as_of)]
 
 
 def package_state(rt: Runtime, key: str) -> tuple[str, str]:
@@ -575,10 +584,11 @@ def launch_retirements_due(rt: Runtime, key: str, as_of: datetime) -> list[int]:
     now and they have not (a process killed between deploy and retirement leaves this)."""
     with session_scope(rt.database_url) as s:
         release = s.exec(select(Release).where(Release.package_key == key,
-                                               Release.deployed_at.is_not(None))  # type: ignore[union-attr]
-                         .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+                                               col(Release.deployed_at).is_not(None))
+                         .order_by(col(Release.id).desc())).first()
         if release is None or not retirement_due(retirement_facts(s, release), as_of):
             return []
+        assert release.id is not None, "read from the store"
         return [release.id]
 
 
@@ -599,12 +609,12 @@ def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
                 continue
             last_hold = s.exec(select(AuditEvent).where(AuditEvent.package_key == key,
                                                         AuditEvent.action == "held")
-                               .order_by(AuditEvent.id.desc())).first()  # type: ignore[union-attr]
+                               .order_by(col(AuditEvent.id).desc())).first()
             if last_hold is None or last_hold.detail.get("failed_gates") != [
                     "dependencies_stable"]:
                 continue  # held (also) for another reason: a human decides
             deps = s.exec(select(RolePackage.state).join(
-                PackageDependency, PackageDependency.depends_on == RolePackage.key)
+                PackageDependency, col(PackageDependency.depends_on) == RolePackage.key)
                 .where(PackageDependency.package_key == key)).all()
             if all(S(d) == S.STABLE for d in deps):
                 ready.setdefault(pkg.wave, []).append(key)
@@ -661,7 +671,7 @@ class FormWait:
 def form_wait(rt: Runtime, request: HandoffRequest, step: HandoffStep) -> FormWait:
     """Read, before each pause, whether a decision arrived meanwhile and which pause this is."""
     with session_scope(rt.database_url) as s:
-        approval = s.get(Approval, request.approval_id)
+        approval = get_one(s, Approval, request.approval_id)
         decided, attempt = approval.decision is not None, approval.form_inputs
     return FormWait(decided, attempt, handoff_timeout_seconds(rt, request, step))
 
@@ -711,4 +721,4 @@ def open_release_id(rt: Runtime, key: str) -> int | None:
     with session_scope(rt.database_url) as s:
         return s.exec(select(Release.id).where(Release.package_key == key,
                                                Release.closed == False)  # noqa: E712
-                      .order_by(Release.id.desc())).first()  # type: ignore[union-attr]
+                      .order_by(col(Release.id).desc())).first()

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit.adapters.store import audit, suspensions
 from wavekit.adapters.store.bundles import load_bundle, restrict
-from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import HealthCheckResult, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
@@ -94,12 +94,13 @@ def releases_due(rt: Runtime, as_of: datetime) -> list[int]:
     """Open, deployed releases of watched packages whose next check is due at `as_of`."""
     with session_scope(rt.database_url) as s:
         rows = s.exec(select(Release.id, Release.next_check_at)
-                      .join(RolePackage, RolePackage.key == Release.package_key)
-                      .where(RolePackage.state.in_(WATCHED),  # type: ignore[attr-defined]
+                      .join(RolePackage, col(RolePackage.key) == Release.package_key)
+                      .where(col(RolePackage.state).in_(WATCHED),
                              Release.closed == False,  # noqa: E712
-                             Release.deployed_at.is_not(None))  # type: ignore[union-attr]
-                      .order_by(Release.id))
-        return [rid for rid, due in rows if due is None or as_utc(due) <= as_of]
+                             col(Release.deployed_at).is_not(None))
+                      .order_by(col(Release.id)))
+        return [rid for rid, due in rows
+                if rid is not None and (due is None or as_utc(due) <= as_of)]
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,15 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
                ) -> TickOutcome:
     """Measure what is owed, store it, and say what the package needs next."""
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         view = load_package_view(s, pkg.key)
         state = S(pkg.state)
         if state not in WATCHED:
             return TickOutcome(release_id, pkg.key, "skipped", f"package is {pkg.state}", 0,
                                None, as_of=as_of)
+        assert release.deployed_at is not None and release.watch_ends_at is not None, (
+            f"release {release_id} of a watched package has no deploy time or watch window")
         start, end = as_utc(release.deployed_at), as_utc(release.watch_ends_at)
         checks = checks_for(view.health)
         done = {(r.check_name, as_utc(r.due_at)) for r in s.exec(
@@ -238,15 +241,16 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
                          steps_left=steps is not None and steps.steps_left,
                          paused=steps is not None and steps.paused)
     if action == "widen":
+        assert steps is not None, "only a stepped release widens"
         assessment = Assessment(Verdict.PASSED, f"soak of step {steps.step + 1}/{steps.steps} "
-                                "passed")  # type: ignore[union-attr]
+                                "passed")
     if action == "stable":
         assessment = Assessment(Verdict.PASSED, f"watch of {view.watch_days} days passed")
     if action != "continue":
         return _conclude(rt, release_id, action, assessment, measured, as_of)
     nxt = next_due(checks, start, end, as_of)
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         release.next_check_at = nxt or end
         reason = assessment.reason if state != S.CONTAINED else (
             f"contained ({pkg.state_reason}); {assessment.reason}")
@@ -258,13 +262,13 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
 
 def _assess(rt: Runtime, release_id: int, checks: list[HealthCheck]) -> Assessment:
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
+        release = get_one(s, Release, release_id)
         q = (select(HealthCheckResult.check_name, HealthCheckResult.verdict)
              .where(HealthCheckResult.release_id == release_id))
         if release.analysis_from is not None:  # a restore started the analysis afresh
             q = q.where(HealthCheckResult.due_at >= release.analysis_from)
         verdicts: dict[str, list[Verdict]] = {}
-        for name, verdict in s.exec(q.order_by(HealthCheckResult.due_at)):
+        for name, verdict in s.exec(q.order_by(col(HealthCheckResult.due_at))):
             verdicts.setdefault(name, []).append(Verdict(verdict))
     return assess_health(checks, verdicts)
 
@@ -273,8 +277,8 @@ def _conclude(rt: Runtime, release_id: int, action: str, assessment: Assessment,
               measured: int, as_of: datetime, identities: frozenset[str] = frozenset(),
               checks: tuple[str, ...] = ()) -> TickOutcome:
     with session_scope(rt.database_url) as s:
-        release = s.get(Release, release_id)
-        pkg = s.get(RolePackage, release.package_key)
+        release = get_one(s, Release, release_id)
+        pkg = get_one(s, RolePackage, release.package_key)
         release.next_check_at = None
         if action == "stable":
             release.stable_at = as_of

@@ -32,7 +32,7 @@ from wavekit.adapters.slack.socket_mode import (
     make_socket_handler,
     run_socket_mode,
 )
-from wavekit.domain.decisions import ApprovalFacts, Click, Outcome, Verdict, decide
+from wavekit.domain.decisions import ApprovalFacts, Click, Outcome, Ruling, decide
 
 __all__ = [
     "DEFAULT_DEADLINE_AFTER",
@@ -46,10 +46,10 @@ __all__ = [
     "NullNotifier",
     "Outcome",
     "Resumer",
+    "Ruling",
     "SignatureCheck",
     "SlackNotifier",
     "TimedOut",
-    "Verdict",
     "announce_handoff",
     "apply_deadlines",
     "connect_socket_mode",

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from slack_sdk.errors import SlackClientError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from wavekit.adapters.slack.notifier import Notifier
 from wavekit.adapters.store import audit
@@ -99,8 +99,8 @@ def apply_deadlines(
     """
     now = as_utc(now)
     with session_scope(database_url) as s:
-        pending = list(s.exec(select(Approval).where(Approval.decided_at.is_(None))
-                              .order_by(Approval.id)))
+        pending = list(s.exec(select(Approval).where(col(Approval.decided_at).is_(None))
+                              .order_by(col(Approval.id))))
     timed_out = []
     for approval in pending:
         assert approval.id is not None
@@ -150,6 +150,7 @@ def _nudge(database_url: str, notifier: Notifier, approval: Approval, action: De
     with session_scope(database_url) as s:
         row = s.get(Approval, approval.id)
         assert row is not None
+        detail: dict[str, Any]  # audit detail: the owner, or the delegates
         if action is DeadlineAction.REMIND:
             row.reminder_sent_at = now
             event, detail = "approval_reminded", {"owner": pkg.owner_slack_id}
@@ -165,6 +166,7 @@ def _nudge(database_url: str, notifier: Notifier, approval: Approval, action: De
 def _time_out(database_url: str, notifier: Notifier, approval: Approval, deadline: datetime,
               now: datetime) -> TimedOut | None:
     """Record the timeout first (the store is the truth), then update the Slack message."""
+    assert approval.id is not None, "approvals are listed from the store, with their ids"
     run_input = timeout_input(deadline)
     with session_scope(database_url) as s:
         pkg = load_package_view(s, approval.package_key)

@@ -45,7 +45,8 @@ class RateLimitRetry(RateLimitErrorRetryHandler):
                                  response: HttpResponse | None = None,
                                  error: Exception | None = None) -> None:
         if response is None:
-            raise error  # type: ignore[misc]
+            assert error is not None, "slack_sdk passes the error when there is no response"
+            raise error
         state.next_attempt_requested = True
         header = next((v for k, v in response.headers.items() if k.lower() == "retry-after"),
                       None)

@@ -52,7 +52,7 @@ from wavekit.domain.decisions import (
     STORED_DECISION,
     Click,
     Outcome,
-    Verdict,
+    Ruling,
     decide,
 )
 
@@ -67,7 +67,7 @@ def prefect_resumer(flow_run_id: str, run_input: dict[str, Any]) -> None:
 
     # _sync: called from anything with a running event loop, Prefect's async_dispatch would
     # hand back an un-awaited coroutine and the run would silently stay paused.
-    resume_flow_run(UUID(flow_run_id), run_input=run_input, _sync=True)
+    resume_flow_run(UUID(flow_run_id), run_input=run_input, _sync=True)  # type: ignore[call-arg]  # async_dispatch takes _sync; its typed signature omits it
 
 
 _Context = ApprovalContext
@@ -147,7 +147,7 @@ class Interactions:
         user = submission.user
         click = Click(user.id, "reject", user.display, comment=submission.reason.strip())
         outcome = self._settle(submission.approval_id, click, submission.channel)
-        if outcome.verdict is Verdict.REFUSE:
+        if outcome.verdict is Ruling.REFUSE:
             # Shown under the reason field; the modal stays open.
             return {"response_action": "errors",
                     "errors": {messages.REASON_BLOCK: outcome.reason[:150]}}
@@ -158,7 +158,7 @@ class Interactions:
     def _judge(self, ctx: _Context | None, click: Click, *, need_reason: bool = True
                ) -> Outcome:
         if ctx is None:
-            return Outcome(Verdict.REFUSE, "this approval is unknown to wavekit")
+            return Outcome(Ruling.REFUSE, "this approval is unknown to wavekit")
         return decide(click, ctx.facts, self.clock.now(), need_reason=need_reason)
 
     def _settle(self, approval_id: int | None, click: Click, channel: str | None) -> Outcome:
@@ -222,10 +222,10 @@ class Interactions:
         refuse(session, ctx, approval_id, click, outcome, channel="slack", now=self.clock.now())
 
     def _answer(self, channel: str | None, user_id: str, outcome: Outcome) -> None:
-        if outcome.verdict is Verdict.ALREADY_DECIDED:
+        if outcome.verdict is Ruling.ALREADY_DECIDED:
             self._ephemeral(channel, user_id, messages.already_decided_message(
                 outcome.reason[0].upper() + outcome.reason[1:] + "."))
-        elif outcome.verdict is Verdict.REFUSE:
+        elif outcome.verdict is Ruling.REFUSE:
             self._ephemeral(channel, user_id, messages.refusal_message(outcome.reason))
 
     def _ephemeral(self, channel: str | None, user_id: str, msg: messages.Message) -> None:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -74,7 +75,7 @@ def remember_signature(database_url: str, signature: str, now: datetime) -> bool
     """Record a signature as seen; False if it was seen before (a replay)."""
     with session_scope(database_url) as s:
         s.exec(delete(SlackRequestSeen).where(
-            SlackRequestSeen.at < as_utc(now) - KEEP_SEEN))
+            col(SlackRequestSeen.at) < as_utc(now) - KEEP_SEEN))
     try:
         with session_scope(database_url) as s:
             s.add(SlackRequestSeen(signature=signature, at=as_utc(now)))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.models import (
@@ -32,7 +33,7 @@ from wavekit.domain.decisions import (
     IssuedCode,
     Outcome,
     Proof,
-    Verdict,
+    Ruling,
     decide,
 )
 from wavekit.domain.packages import Approver
@@ -110,18 +111,18 @@ def settle(session: Session, approval_id: int | None, click: Click, *, channel: 
     """Judge one decision and record it (or its refusal) in `session`'s transaction."""
     ctx = load_context(session, approval_id) if approval_id is not None else None
     if ctx is None:
-        outcome = Outcome(Verdict.REFUSE, "this approval is unknown to wavekit")
+        outcome = Outcome(Ruling.REFUSE, "this approval is unknown to wavekit")
         refuse(session, None, approval_id, click, outcome, channel=channel, now=now)
         return Settled(outcome, None)
     outcome = decide(click, ctx.facts, now, need_reason=need_reason, proof=proof)
-    if outcome.verdict is Verdict.REFUSE:
+    if outcome.verdict is Ruling.REFUSE:
         locked = refuse(session, ctx, approval_id, click, outcome, channel=channel, now=now)
         return Settled(outcome, ctx, locked)
     if not outcome.accepted or not need_reason:
         return Settled(outcome, ctx)
     stored = STORED_DECISION[click.action]
     if outcome.code_used is not None and not _spend_code(session, ctx, outcome.code_used, now):
-        outcome = Outcome(Verdict.REFUSE, "that approval code was already used",
+        outcome = Outcome(Ruling.REFUSE, "that approval code was already used",
                           wrong_code=True)
         return Settled(outcome, ctx, refuse(session, ctx, approval_id, click, outcome,
                                             channel=channel, now=now))
@@ -129,17 +130,19 @@ def settle(session: Session, approval_id: int | None, click: Click, *, channel: 
                  else [click.user_id])
     if outcome.final:
         # Only the first decision wins, even if two people decide at the same moment.
-        won = session.exec(update(Approval)  # type: ignore[call-overload]
-                           .where(Approval.id == approval_id, Approval.decided_at.is_(None))  # type: ignore[union-attr,arg-type]
+        won = session.exec(update(Approval)
+                           .where(col(Approval.id) == approval_id,
+                                  col(Approval.decided_at).is_(None))
                            .values(decided_at=now, decision=stored, approver=",".join(approvers),
                                    comment=click.comment or None, channel=channel,
                                    proof=proof)).rowcount
         if not won:
             session.expire_all()
-            again = load_context(session, approval_id)
+            again = load_context(session, ctx.facts.approval_id)  # the id ctx was loaded by
             assert again is not None
             return Settled(decide(click, again.facts, now, proof=proof), again)
     _sign(session, approval_id, click, stored, channel, proof, now)
+    common: dict[str, Any]  # audit fields and detail, of mixed types
     common = dict(actor=click.user_id, package_key=ctx.package_key, wave=ctx.wave,
                   release_id=ctx.release_id, flow_run_id=ctx.flow_run_id, at=now,
                   approval_id=approval_id, approver=click.user_id,
@@ -148,19 +151,19 @@ def settle(session: Session, approval_id: int | None, click: Click, *, channel: 
                   verified=proof != "unverified", requested_by=ctx.requested_by)
     if outcome.final:
         audit.record(session, "approval_decided", decision=stored, approvers=approvers,
-                     **common)  # type: ignore[arg-type]
+                     **common)
     else:
         audit.record(session, "approval_signed", decision=stored, approvals=len(approvers),
-                     required=ctx.facts.required, **common)  # type: ignore[arg-type]
+                     required=ctx.facts.required, **common)
     return Settled(outcome, ctx)
 
 
 def _spend_code(session: Session, ctx: ApprovalContext, code: IssuedCode, now: datetime) -> bool:
     """Mark the code used; False if another decision spent it first."""
-    return bool(session.exec(update(ApprovalCode)  # type: ignore[call-overload]
-                             .where(ApprovalCode.approval_id == ctx.facts.approval_id,  # type: ignore[arg-type]
-                                    ApprovalCode.approver == code.approver,  # type: ignore[arg-type]
-                                    ApprovalCode.used_at.is_(None))  # type: ignore[union-attr]
+    return bool(session.exec(update(ApprovalCode)
+                             .where(col(ApprovalCode.approval_id) == ctx.facts.approval_id,
+                                    col(ApprovalCode.approver) == code.approver,
+                                    col(ApprovalCode.used_at).is_(None))
                              .values(used_at=now)).rowcount)
 
 
@@ -219,8 +222,8 @@ def time_out(session: Session, approval_id: int, now: datetime) -> bool:
         return False
     deadline = approval.deadline or now
     comment = f"no decision by {as_utc(deadline):%Y-%m-%d %H:%M} UTC"
-    won = session.exec(update(Approval)  # type: ignore[call-overload]
-                       .where(Approval.id == approval_id, Approval.decided_at.is_(None))  # type: ignore[union-attr,arg-type]
+    won = session.exec(update(Approval)
+                       .where(col(Approval.id) == approval_id, col(Approval.decided_at).is_(None))
                        .values(decided_at=now, decision="timeout", approver=TIMEOUT_APPROVER,
                                comment=comment, channel="deadline", proof="deadline")).rowcount
     if won:

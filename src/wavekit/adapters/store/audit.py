@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, text
+from sqlalchemy import select as core_select  # sqlmodel's select() types at most 4 columns
 from sqlalchemy.orm import attributes
 from sqlmodel import Session, col, select
 
@@ -58,7 +59,7 @@ def record(
     wave: int | None = None,
     release_id: int | None = None,
     flow_run_id: str | None = None,
-    at=None,
+    at: datetime | None = None,
     **detail: Any,
 ) -> AuditEvent:
     """Add one audit event to the session (committed with the change it describes).
@@ -82,7 +83,7 @@ def record(
 def events(session: Session, *, package_key: str | None = None, action: str | None = None
            ) -> list[AuditEvent]:
     """Audit events in time order, optionally for one package or action."""
-    q = select(AuditEvent).order_by(AuditEvent.id)
+    q = select(AuditEvent).order_by(col(AuditEvent.id))
     if package_key:
         q = q.where(AuditEvent.package_key == package_key)
     if action:
@@ -255,10 +256,11 @@ class _Break:
     problem: str
 
 
-_CHAIN_COLUMNS = (AuditEvent.id, AuditEvent.seq, AuditEvent.prev_hash, AuditEvent.hash,
+_CHAIN_COLUMNS = tuple(col(c) for c in (
+                  AuditEvent.id, AuditEvent.seq, AuditEvent.prev_hash, AuditEvent.hash,
                   AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.package_key,
                   AuditEvent.wave, AuditEvent.release_id, AuditEvent.flow_run_id,
-                  AuditEvent.detail)
+                  AuditEvent.detail))
 
 
 def normalise_head(expected: str) -> str:
@@ -338,7 +340,7 @@ def verify_chain(session: Session, *, expect_head: str | None = None,
         return conn.execute(select(AuditEvent.seq).where(AuditEvent.hash == h)
                             .order_by(col(AuditEvent.seq)).limit(1)).scalar()
 
-    rows = conn.execute(select(*_CHAIN_COLUMNS).where(col(AuditEvent.seq).is_not(None))
+    rows = conn.execute(core_select(*_CHAIN_COLUMNS).where(col(AuditEvent.seq).is_not(None))
                         .order_by(col(AuditEvent.seq))
                         .execution_options(yield_per=batch_size))
     try:
@@ -367,7 +369,7 @@ def verify_chain(session: Session, *, expect_head: str | None = None,
 def export_records(session: Session, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
     """Every event as a JSON-ready dict in chain order (unchained rows last), streamed."""
     rows = session.connection().execute(
-        select(*_CHAIN_COLUMNS)
+        core_select(*_CHAIN_COLUMNS)
         .order_by(col(AuditEvent.seq).is_(None), col(AuditEvent.seq), col(AuditEvent.id))
         .execution_options(yield_per=batch_size))
     try:

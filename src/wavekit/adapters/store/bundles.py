@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqlalchemy import delete, insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.models import BundleGrant, BundleScope
 from wavekit.domain.grants import Grant, GrantSet
@@ -21,8 +21,8 @@ def record_bundle(session: Session, release_id: int, plan: Plan,
     `stored` holds the target's own form of prior grants (an LDAP member DN as written):
     kept on the prior rows, so rollback writes a removed grant back verbatim.
     """
-    session.exec(delete(BundleGrant).where(BundleGrant.release_id == release_id))
-    session.exec(delete(BundleScope).where(BundleScope.release_id == release_id))
+    session.exec(delete(BundleGrant).where(col(BundleGrant.release_id) == release_id))
+    session.exec(delete(BundleScope).where(col(BundleScope.release_id) == release_id))
     stored = stored or {}
     rows = [{"release_id": release_id, "kind": kind, "identity": g.identity,
              "entitlement": g.entitlement,
@@ -58,8 +58,8 @@ def load_stored_values(session: Session, release_id: int) -> dict[Grant, str]:
                                BundleGrant.stored_value)
                         .where(BundleGrant.release_id == release_id,
                                BundleGrant.kind == "prior",
-                               BundleGrant.stored_value.is_not(None)))  # type: ignore[union-attr]
-    return {Grant(i, e): v for i, e, v in rows}
+                               col(BundleGrant.stored_value).is_not(None)))
+    return {Grant(i, e): v for i, e, v in rows if v is not None}
 
 
 def restrict(grants: GrantSet, scope: frozenset[str]) -> GrantSet:

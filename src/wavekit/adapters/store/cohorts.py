@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.models import CohortMember, CohortProgress, Identity
 
@@ -33,7 +33,7 @@ def add_members(session: Session, release_id: int, step: int, members: frozenset
 
 def strata(session: Session, column: str, members: frozenset[str]) -> dict[str, str]:
     """identity -> its value of `column` (an identities.csv column; empty when unset)."""
-    col = getattr(Identity, column)
-    rows = session.exec(select(Identity.id, col).where(
-        Identity.id.in_(sorted(members))))  # type: ignore[attr-defined]
+    attr = getattr(Identity, column)
+    rows = session.exec(select(Identity.id, attr).where(
+        col(Identity.id).in_(sorted(members))))
     return {i: (v or "") for i, v in rows}

@@ -7,6 +7,7 @@ head is refused with one line (StoreNotReady) until `wavekit db upgrade`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlmodel import Session, create_engine
 
 # Imported for their side effects: the tables on SQLModel.metadata, the audit chain's hooks.
@@ -51,7 +52,7 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets the report and status commands read while a wave writes.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Lease
@@ -68,13 +69,13 @@ def try_acquire(url: str, resource: str, me: Holder, *, ttl: timedelta, now: dat
         if not stale(current):  # outside any transaction: it may ask the Prefect API
             return current
         with session_scope(url) as s:
-            taken = s.execute(
-                update(Lease).where(Lease.resource == resource,  # type: ignore[arg-type]
-                                    Lease.token == current.token)  # type: ignore[arg-type]
+            taken = s.exec(  # sqlmodel's exec types an UPDATE's result with its rowcount
+                update(Lease).where(col(Lease.resource) == resource,
+                                    col(Lease.token) == current.token)
                 .values(token=me.token, host=me.host, pid=me.pid, flow_run_id=me.flow_run_id,
                         flow_run_name=me.flow_run_name, acquired_at=now, heartbeat_at=now,
                         expires_at=now + ttl))
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
+            if taken.rowcount == 1:
                 return None
     held = read(url, resource)
     return held if held is not None and held.token != me.token else None
@@ -83,14 +84,14 @@ def try_acquire(url: str, resource: str, me: Holder, *, ttl: timedelta, now: dat
 def renew(url: str, resource: str, token: str, *, ttl: timedelta, now: datetime) -> bool:
     """Push the expiry out; False when the lease is no longer ours (taken over)."""
     with session_scope(url) as s:
-        done = s.execute(update(Lease).where(Lease.resource == resource,  # type: ignore[arg-type]
-                                             Lease.token == token)  # type: ignore[arg-type]
-                         .values(heartbeat_at=now, expires_at=now + ttl))
-        return bool(done.rowcount)  # type: ignore[attr-defined]
+        done = s.exec(update(Lease).where(col(Lease.resource) == resource,
+                                          col(Lease.token) == token)
+                      .values(heartbeat_at=now, expires_at=now + ttl))
+        return bool(done.rowcount)
 
 
 def give_back(url: str, resource: str, token: str) -> None:
     """Release the lease if it is still ours."""
     with session_scope(url) as s:
-        s.execute(delete(Lease).where(Lease.resource == resource,  # type: ignore[arg-type]
-                                      Lease.token == token))  # type: ignore[arg-type]
+        s.execute(delete(Lease).where(col(Lease.resource) == resource,
+                                      col(Lease.token) == token))

@@ -17,6 +17,7 @@ revisions with `alembic revision --autogenerate`.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Enum, MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+
+from wavekit.adapters.settings import masked_url
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Where revisions are looked for; tests add a directory of their own to rehearse a new head.
@@ -51,10 +54,6 @@ _current: set[tuple[str, str]] = set()
 class StoreNotReady(RuntimeError):
     """The store's schema is not the one this wavekit needs; the message is one line."""
 
-
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***, fit to print."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 # ---------------------------------------------------------------- alembic configuration
@@ -154,7 +153,7 @@ def store_state(connection: Connection, url: str) -> StoreState:
             script_directory().get_revision(revision)
         except CommandError:
             known = False
-    return StoreState(url=masked(url), has_tables=bool(tables), versioned=versioned,
+    return StoreState(url=masked_url(url), has_tables=bool(tables), versioned=versioned,
                       revision=revision, head=head_revision(), known=known)
 
 
@@ -305,7 +304,8 @@ def migration_connection(url: str) -> Iterator[Connection]:
         engine.dispose()
 
 
-def _sqlite_migration_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_migration_pragmas(dbapi_connection: sqlite3.Connection,
+                              _record: ConnectionPoolEntry) -> None:
     dbapi_connection.isolation_level = None  # the "begin" listener starts transactions
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.models import SuspendedGrant, Suspension
 from wavekit.domain.containment import SuspensionRecord
@@ -43,7 +43,7 @@ def suspensions(session: Session, release_id: int, *, active_only: bool = False
     q = select(Suspension).where(Suspension.release_id == release_id)
     if active_only:
         q = q.where(Suspension.lifted_at == None)  # noqa: E711
-    return list(session.exec(q.order_by(Suspension.id)))  # type: ignore[arg-type]
+    return list(session.exec(q.order_by(col(Suspension.id))))
 
 
 def suspension_records(session: Session, release_id: int) -> list[SuspensionRecord]:

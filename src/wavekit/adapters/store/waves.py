@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from graphlib import TopologicalSorter
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.models import PackageDependency, RolePackage
 
@@ -24,7 +24,7 @@ def wave_schedule(session: Session, wave: int, packages: list[str] | None = None
             raise UnknownPackages(f"not in wave {wave}: {', '.join(unknown)}")
         in_wave = [k for k in in_wave if k in set(packages)]
     deps = session.exec(select(PackageDependency).where(
-        PackageDependency.package_key.in_(in_wave)))  # type: ignore[attr-defined]
+        col(PackageDependency.package_key).in_(in_wave)))
     waits: dict[str, list[str]] = {k: [] for k in in_wave}
     for d in deps:
         if d.depends_on in waits:

@@ -384,6 +384,7 @@ class LdapTarget:
         """Identity -> user DN for the identities that exist; OR-filter searches, cached."""
         out: dict[str, str] = {}
         ids, dns = [], []
+        identity: str | None  # below, None for a value no identity asked for
         for identity in identities:
             if (dn := self._dn_by_identity.get(identity.casefold())) is not None:
                 out[identity] = dn

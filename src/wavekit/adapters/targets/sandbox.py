@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from sqlalchemy import delete, tuple_
-from sqlmodel import select
+from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import SandboxGrant
@@ -36,7 +36,7 @@ class SandboxTarget:
                 rows = s.exec(
                     select(SandboxGrant.identity, SandboxGrant.entitlement).where(
                         SandboxGrant.sandbox == self.sandbox,
-                        SandboxGrant.entitlement.in_(wanted[i : i + _CHUNK]),  # type: ignore[attr-defined]
+                        col(SandboxGrant.entitlement).in_(wanted[i : i + _CHUNK]),
                     )
                 )
                 found.update(Grant(i_, e) for i_, e in rows)
@@ -64,13 +64,13 @@ class SandboxTarget:
             for i in range(0, len(to_remove), _CHUNK):
                 pairs = [(g.identity, g.entitlement) for g in to_remove[i : i + _CHUNK]]
                 s.exec(delete(SandboxGrant).where(
-                    SandboxGrant.sandbox == self.sandbox,
+                    col(SandboxGrant.sandbox) == self.sandbox,
                     tuple_(SandboxGrant.identity, SandboxGrant.entitlement).in_(pairs),
                 ))
         return BatchResult(index, len(to_add), len(to_remove), len(touched) - len(to_add)
                            - len(to_remove))
 
-    def _present(self, s, grants: list[Grant]) -> set[Grant]:  # type: ignore[no-untyped-def]
+    def _present(self, s: Session, grants: list[Grant]) -> set[Grant]:
         present: set[Grant] = set()
         for i in range(0, len(grants), _CHUNK):
             pairs = [(g.identity, g.entitlement) for g in grants[i : i + _CHUNK]]

@@ -366,7 +366,7 @@ def _status(result: Mapping[str, Any]) -> int:
 def _version_of(response: httpx.Response) -> str | None:
     """The ETag a write answered with: the header, else meta.version of a 200 body."""
     if etag := response.headers.get("ETag"):
-        return etag
+        return str(etag)
     try:
         body = response.json() if response.content else None
     except ValueError:
@@ -447,8 +447,8 @@ class ScimTarget:
                 continue
             members[name] = self._read_group(group_id)[0]
         names = self._identity_names(set().union(*members.values()) if members else set())
-        return frozenset(Grant(names[m], group) for group, ids in members.items()
-                         for m in ids if names.get(m))
+        return frozenset(Grant(who, group) for group, ids in members.items()
+                         for m in ids if (who := names.get(m)))
 
     def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *, batch_size: int = 500,
               on_batch: ProgressCallback | None = None) -> ApplyResult:
@@ -650,7 +650,8 @@ def provision_scim_directory(config_or_target: ScimConfig | ScimTarget,
                              groups: Iterable[str]) -> Provisioned:
     """Create the Users (id, display_name, email) and Groups that are missing; idempotent."""
     owned = isinstance(config_or_target, ScimConfig)
-    target = ScimTarget(config_or_target) if owned else config_or_target
+    target = (ScimTarget(config_or_target) if isinstance(config_or_target, ScimConfig)
+              else config_or_target)
     try:
         people = {str(p["id"]): p for p in identities}
         known = target._identity_ids(set(people))
@@ -658,7 +659,7 @@ def provision_scim_directory(config_or_target: ScimConfig | ScimTarget,
         new_users = [_user_payload(user_model, people[i]) for i in sorted(people.keys() - known)]
         group_model = target.session.model("Group")
         group_names = set(groups)
-        new_groups = [group_model(display_name=g).model_dump(
+        new_groups = [group_model(display_name=g).model_dump(  # type: ignore[call-arg]  # model built from the server's schema: its fields are unknown statically
             scim_ctx=Context.RESOURCE_CREATION_REQUEST)
             for g in sorted(group_names - target._group_ids_for(group_names).keys())]
         _create(target.session, "Users", new_users)
@@ -673,7 +674,7 @@ def _user_payload(model: type[Resource[Any]], person: Mapping[str, Any]) -> dict
     ident = str(person["id"])
     try:
         # userName and externalId both carry the wavekit identity: either match mode finds it.
-        user = model(user_name=ident, external_id=ident,
+        user = model(user_name=ident, external_id=ident,  # type: ignore[call-arg]  # built from the server's schema: fields unknown statically
                      display_name=person.get("display_name") or None,
                      emails=[{"value": person["email"], "primary": True}]
                      if person.get("email") else None)
