@@ -22,6 +22,8 @@ A signed manual drill is one row and one event (`record_manual_drill`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -91,6 +93,15 @@ def open_drill_target(rt: Runtime, package_key: str, kind: str | None = None
         return rt.drill_target, False
     return build_drill_target(rt.settings, kind, package_key=package_key,
                               production=rt.target), True
+
+
+@contextmanager
+def drill_target(rt: Runtime, package_key: str, kind: str | None = None) -> Iterator[Target]:
+    """open_drill_target for a `with` block: a target opened here is closed at its end, the
+    runtime's stays open."""
+    target, owned = open_drill_target(rt, package_key, kind)
+    with target if owned else nullcontext(target):
+        yield target
 
 
 def start_drill(rt: Runtime, package_key: str, drill_target: Target, *,

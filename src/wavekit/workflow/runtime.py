@@ -10,7 +10,8 @@ from typing import Any
 
 from wavekit.adapters.settings import Settings, load_settings
 from wavekit.adapters.store.engine import get_engine
-from wavekit.adapters.targets.base import Target
+from wavekit.adapters.targets.base import BatchResult as BatchResult  # re-exported: flows/
+from wavekit.adapters.targets.base import Target as Target  # name them through workflow only
 from wavekit.adapters.targets.factory import build_target
 from wavekit.domain.clock import Clock, SystemClock
 
