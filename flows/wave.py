@@ -8,7 +8,7 @@ release_wave(wave)                     one flow run per wave
 
 Under a deployment (the production path) each package is its own `roll-out-package` run and
 suspends at the owner handoff: no worker slot or process waits for an owner. The decision
-(Slack, the UI form, `wavekit approve`) resumes it and the run starts again from the top;
+(Slack, the UI form, or the deadline passing) resumes it and the run starts again from the top;
 every stage is keyed in the store, so re-entering it is safe.
 """
 
