@@ -13,12 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from wavekit.adapters.targets.base import Target
 from wavekit.domain.drills import fmt_seconds
 from wavekit.present.drill_report import render_drill_report
 from wavekit.present.reports import artifact_key
 from wavekit.workflow import drills
-from wavekit.workflow.runtime import Runtime, current_runtime
+from wavekit.workflow.runtime import Runtime, Target, current_runtime
 
 
 def _flow_run_id() -> str | None:
@@ -73,8 +72,7 @@ def rollback_drill(package_key: str, objective_minutes: float = 30,
 def _drill(rt: Runtime, package_key: str, objective_minutes: float, target_kind: str | None,
            actor: str) -> State:
     log = get_run_logger()
-    target, owned = drills.open_drill_target(rt, package_key, target_kind)
-    try:
+    with drills.drill_target(rt, package_key, target_kind) as target:
         drill_id = start(rt, package_key, target, objective_minutes, actor)
         try:
             seed(rt, drill_id, target)
@@ -83,9 +81,6 @@ def _drill(rt: Runtime, package_key: str, objective_minutes: float, target_kind:
         except Exception as exc:  # recorded as a failed drill, never left running
             log.error("drill of %s did not finish: %s", package_key, exc)
             outcome = drills.fail_drill(rt, drill_id, f"{type(exc).__name__}: {exc}")
-    finally:
-        if owned:
-            target.close()
     create_markdown_artifact(key=artifact_key("drill", package_key),
                              markdown=render_drill_report(rt.database_url, drill_id),
                              description=f"Rollback drill of {package_key} on {target.name}")

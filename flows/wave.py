@@ -8,7 +8,7 @@ release_wave(wave)                     one flow run per wave
 
 Under a deployment (the production path) each package is its own `roll-out-package` run and
 suspends at the owner handoff: no worker slot or process waits for an owner. The decision
-(Slack, the UI form, `wavekit approve`) resumes it and the run starts again from the top;
+(Slack, the UI form, or the deadline passing) resumes it and the run starts again from the top;
 every stage is keyed in the store, so re-entering it is safe.
 """
 
@@ -30,16 +30,12 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import FlowPauseTimeout
 from prefect.states import Completed, Failed
 
-from wavekit.adapters.slack import flow_run_url
-from wavekit.adapters.slack.notifier import announce_handoff
-from wavekit.adapters.store.waves import plan_wave_order
-from wavekit.adapters.targets.base import BatchResult
 from wavekit.domain.decisions import requester
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
-from wavekit.workflow import approval_codes, cohorts, containment, leases, notices, rollout, watch
+from wavekit.workflow import cohorts, containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
-from wavekit.workflow.runtime import Runtime, current_runtime
+from wavekit.workflow.runtime import BatchResult, Runtime, current_runtime
 
 PACKAGE_DEPLOYMENT = "roll-out-package/roll-out-package"
 
@@ -58,8 +54,7 @@ def _under_deployment() -> bool:
 
 
 def _run_url(rt: Runtime) -> str | None:
-    run_id = _flow_run_id()
-    return flow_run_url(rt.settings.ui_url(), run_id) if run_id else None
+    return notices.run_url(rt, _flow_run_id())
 
 
 @task(name="stage", cache_policy=NO_CACHE)
@@ -86,14 +81,7 @@ def open_handoff(rt: Runtime, outcome: rollout.StageOutcome) -> rollout.HandoffR
     request = rollout.request_handoff(rt, outcome.release_id)
     if request.superseded_run:
         _cancel_superseded(request.superseded_run)
-    if request.decided is None and rt.notifier is not None:
-        announce_handoff(rt.database_url, request.approval_id, rt.notifier,
-                         gates=[(g.name, g.passed, g.reason) for g in outcome.gates],
-                         flow_run_url=_run_url(rt),
-                         counts=outcome.counts)
-    if request.decided is None:
-        # The UI form proves who decides by a code sent to each approver (not in local mode).
-        approval_codes.issue_codes(rt, request.approval_id, _run_url(rt))
+    notices.ask_approvers(rt, request, outcome, _run_url(rt))
     return request
 
 
@@ -380,7 +368,7 @@ def release_wave(wave: int, requested_by: str, dry_run: bool = False,
 
 def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
              requested_by: str, wait_for_owners: bool) -> dict[str, str]:
-    schedule = plan_wave_order(rt.database_url, wave, packages)
+    schedule = rollout.release_order(rt, wave, packages)
     if dry_run:
         rows = rollout.dry_run_wave(rt, wave, list(schedule))
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,

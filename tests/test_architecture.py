@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_import_contracts_hold() -> None:
     # .importlinter: present -> workflow -> adapters -> domain; wavekit never imports flows/
-    # or blocks/; the domain imports no store, Prefect, HTTP or Slack library.
+    # or blocks/; the domain imports no store, Prefect, HTTP or Slack library; flows/ import no
+    # adapter (they reach the outside world through wavekit.workflow).
     lint = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)

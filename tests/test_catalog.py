@@ -140,3 +140,17 @@ def test_a_bad_population_rule_is_reported_for_each_package_using_it(tmp_path) -
     assert {p.field for p in bad} == {"packages[hr-case-intake-specialist].population_rule",
                                       "packages[procurement-request-coordinator].population_rule"}
     assert all("departmnt" in p.message and p.line for p in bad)
+
+
+def test_problems_are_capped_per_field_and_the_rest_counted() -> None:
+    from wavekit.adapters.problems import Problem, capped
+    from wavekit.adapters.telemetry import TelemetryInvalid
+
+    out = capped("f.csv", [(i, "x", "bad") for i in range(1, 26)] + [(1, "y", "bad")], 20,
+                 "column")
+    assert len(out) == 22
+    assert str(out[-1]) == "f.csv: x: ... and 5 more rows with a problem in this column"
+    # Both input errors list their problems the same way, each up to its own bound.
+    many = [Problem("f", i, "x", "bad") for i in range(1, 61)]
+    assert str(CatalogInvalid(many)).splitlines()[0] == "60 problem(s) in the catalog:"
+    assert str(TelemetryInvalid(many)).splitlines()[-1] == "  ... and 10 more"

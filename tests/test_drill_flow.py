@@ -23,7 +23,7 @@ from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import raw_engine, session_scope
 from wavekit.adapters.store.models import DrillRun
 from wavekit.adapters.store.packages import load_package_view
-from wavekit.adapters.targets.base import ApplyResult, Target
+from wavekit.adapters.targets.base import ApplyResult, ClosesOnExit, Target
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.domain.clock import ManualClock
 from wavekit.domain.grants import Grant, GrantSet
@@ -43,7 +43,7 @@ SD_HOLDINGS = [Grant("acampbell", "itsm-incident-resolve"), Grant("acarter", "it
                Grant("hwilson", "itsm-emergency-elevation")]
 
 
-class Spy:
+class Spy(ClosesOnExit):
     """Production, watched: every write is remembered (a drill must make none)."""
 
     def __init__(self, inner: Target) -> None:

@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 
 from wavekit.adapters.settings import load_settings
+from wavekit.adapters.targets.base import Target
+from wavekit.adapters.targets.drill import ReadOnlyTarget
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.workflow.runtime import build_runtime, current_runtime, runtime_override
 
@@ -29,6 +31,29 @@ def test_a_runtime_closes_the_target_it_built_and_not_one_it_was_given(tmp_path:
     with build_runtime(settings) as rt:
         assert rt.owns_target
     assert Closing.closed == 1
+
+
+def test_every_target_closes_at_the_end_of_its_with_block(tmp_path: Path) -> None:
+    from wavekit.adapters.targets.ldap import LdapConfig, LdapTarget
+    from wavekit.adapters.targets.scim import ScimConfig, ScimTarget
+
+    from tests.support.fault_targets import Wrapped
+
+    # Nothing connects until a call: building and closing needs no server.
+    for kind in (LdapTarget(LdapConfig(url="ldap://127.0.0.1:1", bind_dn="cn=x",
+                                           password="x", base_dn="dc=x")),
+                 ScimTarget(ScimConfig(base_url="http://127.0.0.1:1/scim/v2"))):
+        with kind as opened:
+            assert opened is kind and isinstance(opened, Target)
+    inner = Closing(f"sqlite:///{tmp_path / 'w.db'}")
+    before = Closing.closed
+    for target in (inner, Wrapped(inner)):
+        with target as opened:
+            assert opened is target and isinstance(opened, Target)
+    assert Closing.closed == before + 2
+    with ReadOnlyTarget(inner):  # production belongs to the runtime: a drill leaves it open
+        pass
+    assert Closing.closed == before + 2
 
 
 def test_an_override_applies_in_its_context_only(tmp_path: Path, monkeypatch) -> None:

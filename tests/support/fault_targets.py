@@ -12,6 +12,7 @@ from pathlib import Path
 from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
+    ClosesOnExit,
     ProgressCallback,
     Snapshot,
     Target,
@@ -22,7 +23,7 @@ from wavekit.adapters.targets.base import (
 from wavekit.domain.grants import Grant, GrantSet
 
 
-class Wrapped:
+class Wrapped(ClosesOnExit):
     """Delegates to `inner`; keeps the stored-values capability of the inner target."""
 
     def __init__(self, inner: Target) -> None:

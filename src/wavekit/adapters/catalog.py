@@ -40,7 +40,7 @@ from sqlalchemy import delete, insert
 from sqlmodel import Session, select
 
 from wavekit.adapters import catalog_schema as schema
-from wavekit.adapters.problems import Problem, show
+from wavekit.adapters.problems import InputInvalid, Problem, capped, show
 from wavekit.adapters.safe_csv import CsvRefused, Table, read_table
 from wavekit.adapters.safe_files import FileRefused, Limits, read_text
 from wavekit.adapters.safe_yaml import LineDict, LineList, SafeLineLoader, YamlRefused, load_yaml
@@ -76,14 +76,10 @@ MAX_ROWS_PER_CHECK = 20
 MAX_CYCLES = 20
 
 
-class CatalogInvalid(ValueError):
+class CatalogInvalid(InputInvalid):
     """The catalog has problems; nothing was written."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        shown = "\n".join(f"  {p}" for p in problems[:200])
-        more = f"\n  ... and {len(problems) - 200} more" if len(problems) > 200 else ""
-        super().__init__(f"{len(problems)} problem(s) in the catalog:\n{shown}{more}")
+    what = "the catalog"
 
 
 @dataclass
@@ -174,17 +170,7 @@ def _read_csv(root: Path, name: str, columns: tuple[str, ...], limits: Limits,
 
 
 def _capped(file: str, found: Iterable[tuple[int | None, str, str]]) -> list[Problem]:
-    out: list[Problem] = []
-    counts: dict[str, int] = {}
-    for line, fld, message in found:
-        counts[fld] = counts.get(fld, 0) + 1
-        if counts[fld] <= MAX_ROWS_PER_CHECK:
-            out.append(Problem(file, line, fld, message))
-    for fld, n in counts.items():
-        if n > MAX_ROWS_PER_CHECK:
-            out.append(Problem(file, None, fld, f"... and {n - MAX_ROWS_PER_CHECK:,} more rows "
-                               "with a problem in this column"))
-    return out
+    return capped(file, found, MAX_ROWS_PER_CHECK, "column")
 
 
 def _flag(problems: list[Problem], file: str, rows: pd.DataFrame, fld: str, message: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -18,6 +19,35 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.field}: {self.message}"
+
+
+class InputInvalid(ValueError):
+    """Input files have problems; nothing was written. The message lists them, one a line."""
+
+    what = "the input"  # how the message names the files
+    listed = 200  # problems shown before "... and N more"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:self.listed])
+        more = (f"\n  ... and {len(problems) - self.listed} more"
+                if len(problems) > self.listed else "")
+        super().__init__(f"{len(problems)} problem(s) in {self.what}:\n{shown}{more}")
+
+
+def capped(file: str, found: Iterable[tuple[int | None, str, str]], limit: int, unit: str
+           ) -> list[Problem]:
+    """Problems (line, field, message) of `file`, at most `limit` per field, then one per field
+    saying how many more rows have a problem in this `unit` (column, field)."""
+    out: list[Problem] = []
+    counts: dict[str, int] = {}
+    for line, fld, message in found:
+        counts[fld] = counts.get(fld, 0) + 1
+        if counts[fld] <= limit:
+            out.append(Problem(file, line, fld, message))
+    out.extend(Problem(file, None, fld, f"... and {n - limit:,} more rows with a problem in "
+                       f"this {unit}") for fld, n in counts.items() if n > limit)
+    return out
 
 
 _SHOW = reprlib.Repr()

@@ -1,4 +1,5 @@
-"""Settings from environment variables (prefix WAVEKIT_); blocks can override them at run start."""
+"""Settings from environment variables (prefix WAVEKIT_); Slack may instead come from a SlackApp
+block (WAVEKIT_SLACK_BLOCK), read by wavekit.adapters.slack.config."""
 
 from __future__ import annotations
 

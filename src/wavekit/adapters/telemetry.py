@@ -34,7 +34,7 @@ from sqlalchemy import select as core_select  # sqlmodel's select() types at mos
 from sqlmodel import Session, select
 from sqlmodel import col as sql_col  # `col` names the CSV columns in this module
 
-from wavekit.adapters.problems import Problem, show
+from wavekit.adapters.problems import InputInvalid, Problem, capped, show
 from wavekit.adapters.safe_csv import CsvRefused, cell_problems, table_from_text
 from wavekit.adapters.safe_files import FileRefused, Limits, read_text
 from wavekit.adapters.store import audit
@@ -65,14 +65,11 @@ LATEST = pd.Timestamp("2100-01-01", tz="UTC")
 _KIND_IN_NAME = re.compile(r"^(usage|tickets?|exceptions?|exports?|assignments?)(?![a-z])")
 
 
-class TelemetryInvalid(ValueError):
+class TelemetryInvalid(InputInvalid):
     """Telemetry files have problems; nothing was written."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        shown = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} problem(s) in the telemetry:\n{shown}{more}")
+    what = "the telemetry"
+    listed = 50
 
 
 # ------------------------------------------------------------------ reading files
@@ -208,16 +205,7 @@ def _read_file(path: Path, kind: str, problems: list[Problem],
 
 def _capped(file: str, found: Iterable[tuple[int | None, str, str]]) -> list[Problem]:
     """Problems, at most MAX_ROWS_PER_CHECK per field, then one saying how many more."""
-    out: list[Problem] = []
-    counts: dict[str, int] = {}
-    for line, fld, message in found:
-        counts[fld] = counts.get(fld, 0) + 1
-        if counts[fld] <= MAX_ROWS_PER_CHECK:
-            out.append(Problem(file, line, fld, message))
-    out.extend(Problem(file, None, fld, f"... and {n - MAX_ROWS_PER_CHECK:,} more rows with a "
-                       "problem in this field") for fld, n in counts.items()
-               if n > MAX_ROWS_PER_CHECK)
-    return out
+    return capped(file, found, MAX_ROWS_PER_CHECK, "field")
 
 
 # ------------------------------------------------------------------ validation

@@ -7,7 +7,6 @@ decide, deployed, watching, held with the reason.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from sqlmodel import col, select
 
+from wavekit.adapters.polling import polling
 from wavekit.adapters.slack import flow_run_url
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import AuditEvent
@@ -93,17 +93,8 @@ def following(console: Console, database_url: str, packages: list[str],
               ui_url: str | None = None, interval: float = 0.5) -> Iterator[Follower]:
     """Follow the packages in a background thread while the body runs, then catch up."""
     follower = Follower(console, database_url, packages, ui_url)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            follower.poll()
-
-    thread = threading.Thread(target=loop, daemon=True, name="wavekit-progress")
-    thread.start()
     try:
-        yield follower
+        with polling(follower.poll, interval, "wavekit-progress"):
+            yield follower
     finally:
-        stop.set()
-        thread.join(timeout=5)
         follower.poll()

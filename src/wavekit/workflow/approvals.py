@@ -10,7 +10,6 @@ with an input that only has to fit the form: the run reads the decision from the
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -20,6 +19,7 @@ from prefect.input import RunInput
 from pydantic import Field
 from sqlmodel import col, select
 
+from wavekit.adapters.polling import polling
 from wavekit.adapters.store.approvals import load_context
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval
@@ -76,33 +76,25 @@ def auto_approver(database_url: str, decide: Decider = approve_all,
     from prefect.flow_runs import resume_flow_run
 
     handled: list[str] = []
-    stop = threading.Event()
 
-    def loop() -> None:
-        while not stop.is_set():
-            with session_scope(database_url) as s:
-                pending = list(s.exec(select(Approval).where(
-                    col(Approval.decided_at).is_(None),
-                    col(Approval.flow_run_id).is_not(None))))
-            for a in pending:
-                key = f"{a.id}:{a.flow_run_id}:{a.form_inputs}"
-                if key in handled or (choice := decide(a)) is None:
-                    continue
-                decision, who, comment = choice
-                assert a.id is not None and a.flow_run_id is not None, "selected with both set"
-                try:
-                    resume_flow_run(UUID(a.flow_run_id), run_input={
-                        "decision": decision, "code": "", "comment": comment,
-                        "approver": who or _next_approver(database_url, a.id)})
-                    handled.append(key)
-                except Exception:
-                    pass
-            stop.wait(poll_seconds)
+    def poll() -> None:
+        with session_scope(database_url) as s:
+            pending = list(s.exec(select(Approval).where(
+                col(Approval.decided_at).is_(None),
+                col(Approval.flow_run_id).is_not(None))))
+        for a in pending:
+            key = f"{a.id}:{a.flow_run_id}:{a.form_inputs}"
+            if key in handled or (choice := decide(a)) is None:
+                continue
+            decision, who, comment = choice
+            assert a.id is not None and a.flow_run_id is not None, "selected with both set"
+            try:
+                resume_flow_run(UUID(a.flow_run_id), run_input={
+                    "decision": decision, "code": "", "comment": comment,
+                    "approver": who or _next_approver(database_url, a.id)})
+                handled.append(key)
+            except Exception:
+                pass
 
-    thread = threading.Thread(target=loop, daemon=True, name="auto-approver")
-    thread.start()
-    try:
+    with polling(poll, poll_seconds, "auto-approver"):
         yield handled
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -22,6 +22,8 @@ A signed manual drill is one row and one event (`record_manual_drill`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +46,7 @@ from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import AUTOMATED, MANUAL, judge_drill
 from wavekit.domain.gates import GateContext, GateResult, rollback_drill
 from wavekit.domain.grants import Grant
+from wavekit.domain.packages import PackageView
 from wavekit.domain.planning import Plan, plan_package
 from wavekit.workflow.rollback import read_back, restore_on
 from wavekit.workflow.runtime import Runtime
@@ -51,6 +54,14 @@ from wavekit.workflow.runtime import Runtime
 
 class UnknownPackage(LookupError):
     """The catalog has no such package."""
+
+
+def _catalogued(s: Session, package_key: str) -> PackageView:
+    """The package a drill is about, or UnknownPackage."""
+    try:
+        return load_package_view(s, package_key)
+    except KeyError as exc:
+        raise UnknownPackage(f"no package {package_key!r} in the catalog") from exc
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,15 @@ def open_drill_target(rt: Runtime, package_key: str, kind: str | None = None
                               production=rt.target), True
 
 
+@contextmanager
+def drill_target(rt: Runtime, package_key: str, kind: str | None = None) -> Iterator[Target]:
+    """open_drill_target for a `with` block: a target opened here is closed at its end, the
+    runtime's stays open."""
+    target, owned = open_drill_target(rt, package_key, kind)
+    with target if owned else nullcontext(target):
+        yield target
+
+
 def start_drill(rt: Runtime, package_key: str, drill_target: Target, *,
                 objective_minutes: float, actor: str = "wavekit",
                 flow_run_id: str | None = None) -> int:
@@ -102,10 +122,7 @@ def start_drill(rt: Runtime, package_key: str, drill_target: Target, *,
     refuse_production(drill_target, rt.target)
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        try:
-            view = load_package_view(s, package_key)
-        except KeyError as exc:
-            raise UnknownPackage(f"no package {package_key!r} in the catalog") from exc
+        view = _catalogued(s, package_key)
         run = DrillRun(package_key=package_key, kind=AUTOMATED, target=drill_target.name,
                        production_target=rt.target.name, actor=actor, flow_run_id=flow_run_id,
                        objective_minutes=objective_minutes, scope=sorted(view.scope),
@@ -231,10 +248,7 @@ def record_manual_drill(rt: Runtime, package_key: str, *, signed_by: str, note: 
         raise ValueError("a manual drill needs a note saying what was rehearsed")
     now = rt.clock.now()
     with session_scope(rt.database_url) as s:
-        try:
-            view = load_package_view(s, package_key)
-        except KeyError as exc:
-            raise UnknownPackage(f"no package {package_key!r} in the catalog") from exc
+        view = _catalogued(s, package_key)
         run = DrillRun(package_key=package_key, kind=MANUAL, target="manual", actor=actor,
                        signed_by=signed_by.strip(), note=note.strip(), scope=sorted(view.scope),
                        started_at=now)

@@ -5,12 +5,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from wavekit.adapters.slack import flow_run_url
+from wavekit.adapters.slack.notifier import announce_handoff as post_handoff
 from wavekit.adapters.store.engine import get_one, session_scope
 from wavekit.adapters.store.models import RolePackage
 from wavekit.domain.gates import GateResult
+from wavekit.workflow import approval_codes
 from wavekit.workflow.containment import ContainOutcome
 from wavekit.workflow.rollback import RollbackOutcome
+from wavekit.workflow.rollout import HandoffRequest, StageOutcome
 from wavekit.workflow.runtime import Runtime
+
+
+def run_url(rt: Runtime, flow_run_id: str | None) -> str | None:
+    """The Prefect UI page of a flow run, for the links in messages; None outside a run."""
+    return flow_run_url(rt.settings.ui_url(), flow_run_id) if flow_run_id else None
+
+
+def ask_approvers(rt: Runtime, request: HandoffRequest, staged: StageOutcome,
+                  flow_run_url: str | None = None) -> None:
+    """Ask the approvers of an undecided handoff: the Slack message when Slack is set up,
+    and each approver's one-time code for the UI form (none in local mode)."""
+    if request.decided is not None:
+        return
+    if rt.notifier is not None:
+        post_handoff(rt.database_url, request.approval_id, rt.notifier,
+                     gates=[(g.name, g.passed, g.reason) for g in staged.gates],
+                     flow_run_url=flow_run_url, counts=staged.counts)
+    # The UI form proves who decides by a code sent to each approver (not in local mode).
+    approval_codes.issue_codes(rt, request.approval_id, flow_run_url)
 
 
 def _facts(rt: Runtime, package_key: str) -> dict[str, Any]:

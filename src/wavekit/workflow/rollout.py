@@ -29,6 +29,7 @@ from wavekit.adapters.store.models import (
     Suspension,
 )
 from wavekit.adapters.store.packages import load_package_view
+from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult, ProgressCallback, read_snapshot
 from wavekit.domain.decisions import Click, Proof, Ruling
 from wavekit.domain.drills import DrillRecord
@@ -704,6 +705,13 @@ def package_outcome(rt: Runtime, key: str) -> PackageOutcome:
     state, reason = package_state(rt, key)
     ok = state in _OK_STATES
     return PackageOutcome(key, state, reason, ok)
+
+
+def release_order(rt: Runtime, wave: int, packages: list[str] | None = None
+                  ) -> dict[str, list[str]]:
+    """The wave's packages (or the chosen ones) in release order, each with the packages it
+    waits for."""
+    return plan_wave_order(rt.database_url, wave, packages)
 
 
 def dry_run_wave(rt: Runtime, wave: int, keys: list[str]) -> list[dict[str, object]]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from wavekit.adapters.settings import Settings, load_settings
 from wavekit.adapters.store.engine import get_engine
-from wavekit.adapters.targets.base import Target
+from wavekit.adapters.targets.base import BatchResult as BatchResult  # re-exported: flows/
+from wavekit.adapters.targets.base import Target as Target  # name them through workflow only
 from wavekit.adapters.targets.factory import build_target
 from wavekit.domain.clock import Clock, SystemClock
 
@@ -30,12 +31,11 @@ class Runtime:
     # A target built from settings belongs to this runtime and is closed with it; one handed
     # in (the demo's, a test's) belongs to whoever handed it in.
     owns_target: bool = False
+    opened: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
 
     def close(self) -> None:
         """Close what this runtime opened (the target's connection)."""
-        close = getattr(self.target, "close", None)
-        if self.owns_target and callable(close):
-            close()
+        self.opened.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -69,9 +69,11 @@ def build_runtime(
         metrics = TelemetryMetrics(url)
     if notifier is None:
         notifier = _slack_notifier()
+    opened = ExitStack()
     return Runtime(
         settings=settings, database_url=url,
-        target=target or build_target(settings, target_kind), owns_target=target is None,
+        target=target or opened.enter_context(build_target(settings, target_kind)),
+        owns_target=target is None, opened=opened,
         clock=clock or SystemClock(), notifier=notifier, metrics=metrics,
         drill_target=drill_target,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from wavekit.domain.grants import Grant, GrantSet
 
@@ -105,6 +105,26 @@ class Target(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+    def __enter__(self) -> Self:
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the target."""
+        ...
+
+
+class ClosesOnExit:
+    """What makes a target a context manager: `with target:` closes it at the block's end."""
+
+    def close(self) -> None:
+        """Nothing to release unless the target says otherwise."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from wavekit.adapters.settings import Settings
-from wavekit.adapters.targets.base import ApplyResult, ProgressCallback, Target, TargetError
+from wavekit.adapters.targets.base import (
+    ApplyResult,
+    ClosesOnExit,
+    ProgressCallback,
+    Target,
+    TargetError,
+)
 from wavekit.adapters.targets.factory import TARGET_KINDS
 from wavekit.domain.grants import Grant, GrantSet
 
@@ -43,7 +49,7 @@ class ProductionWriteRefused(TargetError):
     """Something tried to write production during a drill."""
 
 
-class ReadOnlyTarget:
+class ReadOnlyTarget(ClosesOnExit):
     """Production as a drill sees it: reads pass through, any write raises."""
 
     def __init__(self, target: Target) -> None:

@@ -27,6 +27,7 @@ from ldap3.utils.dn import escape_rdn, parse_dn
 from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
+    ClosesOnExit,
     ProgressCallback,
     Snapshot,
     TargetAuthError,
@@ -221,7 +222,7 @@ class _Group:
     members: list[str]
 
 
-class LdapTarget:
+class LdapTarget(ClosesOnExit):
     """A target whose entitlements are LDAP groups and whose grants are group memberships."""
 
     def __init__(self, config: LdapConfig, *, retry: RetryPolicy | None = None,

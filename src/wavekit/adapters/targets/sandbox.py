@@ -12,6 +12,7 @@ from wavekit.adapters.store.models import SandboxGrant
 from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
+    ClosesOnExit,
     ProgressCallback,
     apply_in_batches,
 )
@@ -20,7 +21,7 @@ from wavekit.domain.grants import Grant, GrantSet
 _CHUNK = 500  # IN-list size that stays under SQLite's bound-parameter limit
 
 
-class SandboxTarget:
+class SandboxTarget(ClosesOnExit):
     """A target whose grants live in the store table `sandboxgrant` under a sandbox name."""
 
     def __init__(self, database_url: str, sandbox: str = "default") -> None:

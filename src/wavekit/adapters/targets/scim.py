@@ -34,6 +34,7 @@ from scim2_models import (
 from wavekit.adapters.targets.base import (
     ApplyResult,
     BatchResult,
+    ClosesOnExit,
     ProgressCallback,
     TargetAuthError,
     TargetError,
@@ -410,7 +411,7 @@ class _Landed:
     stale: set[str] = field(default_factory=set)
 
 
-class ScimTarget:
+class ScimTarget(ClosesOnExit):
     """A SCIM service as a wavekit target: grant (identity, entitlement) = User in Group."""
 
     def __init__(self, config: ScimConfig, *, retry: RetryPolicy | None = None,
@@ -428,12 +429,6 @@ class ScimTarget:
 
     def __repr__(self) -> str:
         return f"ScimTarget({self.name!r})"
-
-    def __enter__(self) -> ScimTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- Target protocol ---------------------------------------------------------------
 
