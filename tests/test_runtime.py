@@ -34,10 +34,9 @@ def test_a_runtime_closes_the_target_it_built_and_not_one_it_was_given(tmp_path:
 
 
 def test_every_target_closes_at_the_end_of_its_with_block(tmp_path: Path) -> None:
+    from tests.support.fault_targets import Wrapped
     from wavekit.adapters.targets.ldap import LdapConfig, LdapTarget
     from wavekit.adapters.targets.scim import ScimConfig, ScimTarget
-
-    from tests.support.fault_targets import Wrapped
 
     # Nothing connects until a call: building and closing needs no server.
     for kind in (LdapTarget(LdapConfig(url="ldap://127.0.0.1:1", bind_dn="cn=x",
