@@ -41,7 +41,7 @@ test: $(BIN)/.installed
 	./scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(TYPED)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run
