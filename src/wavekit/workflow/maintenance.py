@@ -31,6 +31,7 @@ import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -49,7 +50,7 @@ from wavekit.adapters.store.models import (
 from wavekit.adapters.telemetry import ingest_telemetry
 from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import DrillRecord, drill_backlog_reason, drill_standing
-from wavekit.domain.grants import Grant, by_entitlement
+from wavekit.domain.grants import Grant
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import DEPLOYED, PackageState
@@ -468,11 +469,13 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
                      if p.release_id is not None}
     # One read of the target for every scope, cut per package below.
     scopes = frozenset().union(*(v.scope for v in views.values()))
-    held = by_entitlement(rt.target.read_grants(scopes) if scopes else frozenset())
+    held: dict[str, list[Grant]] = {}
+    for g in rt.target.read_grants(scopes) if scopes else ():
+        held.setdefault(g.entitlement, []).append(g)  # the read's own Grants, never copies
     todo = []
     for p in live:
         view = views[p.key]
-        grants = frozenset(Grant(i, e) for e in view.scope for i in held.get(e, ()))
+        grants = frozenset(chain.from_iterable(held.get(e, ()) for e in view.scope))
         since, _ = nightly_window(p.deployed_at, as_of)  # type: ignore[arg-type]
         todo.append(LiveMeasurement(view, as_utc(p.deployed_at), since,  # type: ignore[arg-type]
                                     grants, held_back.get(p.key, frozenset())))
