@@ -108,7 +108,6 @@ def time_plan(store: NightlyStore, workdir: Path, reps: int, *, per_package: boo
     Run it in a child process (see main) so the RSS is the nightly run's, not the setup's.
     `per_package`: hide measure_live, so the metrics load telemetry package by package.
     """
-    import resource
     import statistics
 
     from wavekit.workflow.maintenance import plan_from_store
@@ -121,8 +120,18 @@ def time_plan(store: NightlyStore, workdir: Path, reps: int, *, per_package: boo
         start = time.perf_counter()
         plan_from_store(rt, as_of())
         times.append(time.perf_counter() - start)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": statistics.median(times), "rss_mib": rss}
+    return {"seconds": statistics.median(times), "rss_mib": _peak_rss_mib()}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS since exec (VmHWM): getrusage's ru_maxrss would carry the
+    parent's peak over fork and exec, and the parent built the store."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed_in_child(store: NightlyStore, workdir: Path, reps: int, *, per_package: bool = False

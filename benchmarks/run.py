@@ -544,8 +544,9 @@ def bench_nightly(sizes: Sizes, work: Path, extra: list[str]) -> list[Result]:
         if len(fractions) > 1:
             k = nightly.exponent(fractions, seconds)
             extra.append(f"P3 scaling exponent on {backend}: {k:.2f} (time ~ grants^k over "
-                         f"{', '.join(f'{n:,}' for n in fractions)} grants; 1 = linear; "
-                         "at quick sizes the fixed cost of a run dominates)")
+                         f"{', '.join(f'{n:,}' for n in fractions)} grants; 1 = linear"
+                         + ("; at quick sizes the fixed cost of a run dominates)"
+                            if sizes.p3_fractions == QUICK.p3_fractions else ")"))
     cluster.stop()
     if pg_url:
         extra.append(cluster.version())
