@@ -44,7 +44,7 @@ test: $(BIN)/.installed
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 bench-quick: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run --quick --output /tmp/wavekit-bench-quick.md

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, func, insert
+from sqlalchemy import String, delete, func, insert, or_, type_coerce
 from sqlalchemy import select as core_select  # sqlmodel's select() types at most 4 columns
 from sqlmodel import Session, select
 from sqlmodel import col as sql_col  # `col` names the CSV columns in this module
@@ -46,6 +46,7 @@ from wavekit.domain.frames import (
     COLUMNS,
     KINDS,
     OPTIONAL,
+    WAVEKIT_ACTOR,
     TelemetryFrames,
     _empty,
     _normalise,
@@ -494,11 +495,15 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read(session: Session, kind: str, since: datetime | None, until: datetime | None,
-          column: Any = None, values: Collection[str] | None = None) -> pd.DataFrame:
+          column: Any = None, values: Collection[str] | None = None,
+          where: Sequence[Any] = ()) -> pd.DataFrame:
     t = TelemetrySample
-    base = core_select(sql_col(t.kind), sql_col(t.at), sql_col(t.package_key), sql_col(t.identity),
-                       sql_col(t.entitlement), sql_col(t.category), sql_col(t.value)
-                       ).where(sql_col(t.kind) == kind)
+    # `at` is read as the raw stored value and converted by pandas in one vectorised call
+    # (_from_samples): the column type's result processor would build a datetime per row.
+    base = core_select(sql_col(t.kind), type_coerce(t.at, String).label("at"),
+                       sql_col(t.package_key), sql_col(t.identity), sql_col(t.entitlement),
+                       sql_col(t.category), sql_col(t.value)
+                       ).where(sql_col(t.kind) == kind, *where)
     if since is not None:
         base = base.where(sql_col(t.at) >= as_utc(since))
     if until is not None:
@@ -518,10 +523,10 @@ def _privileged(session: Session) -> frozenset[str]:
                                   .where(Entitlement.privileged == True)))  # noqa: E712
 
 
-def _load(session: Session, since: datetime | None, until: datetime | None,
-          package: PackageView | None) -> TelemetryFrames:
+def _bounds(session: Session, until: datetime | None
+            ) -> tuple[dict[str, pd.Timestamp], dict[str, pd.Timestamp]]:
+    """(latest, earliest) event time of each kind before `until`, unscoped."""
     t = TelemetrySample
-    privileged = _privileged(session)
     latest_q = select(t.kind, func.max(t.at)).group_by(t.kind)
     if until is not None:
         latest_q = latest_q.where(t.at < as_utc(until))
@@ -532,6 +537,14 @@ def _load(session: Session, since: datetime | None, until: datetime | None,
         earliest_q = earliest_q.where(t.at < as_utc(until))
     earliest = {k: utc_timestamp(v)
                 for k, v in session.exec(earliest_q) if v is not None}
+    return latest, earliest
+
+
+def _load(session: Session, since: datetime | None, until: datetime | None,
+          package: PackageView | None) -> TelemetryFrames:
+    t = TelemetrySample
+    privileged = _privileged(session)
+    latest, earliest = _bounds(session, until)
     if package is None:
         raw = {k: _read(session, k, since, until) for k in KINDS}
     else:
@@ -567,6 +580,73 @@ def load_frames(
     return _load(session_or_url, since, until, package)
 
 
+class LiveMeasurement(NamedTuple):
+    """One package measured on the target as it is now (the nightly run's measurements)."""
+
+    package: PackageView
+    deployed_at: datetime
+    since: datetime
+    target_grants: GrantSet
+    suspended: GrantSet = frozenset()
+
+
+def load_live_frames(session: Session, since: datetime, window_since: datetime,
+                     until: datetime) -> TelemetryFrames:
+    """Every package's telemetry that live measurements of windows starting at `window_since`
+    or later read, with baselines back to `since`, in one query per kind.
+
+    Live measurements (not from history) read usage only inside their window (adoption) and
+    assignment changes only when someone other than wavekit made them (access drift and
+    escalations): the rest, wavekit's own adds at every deploy, is most of the feed and is
+    left in the store. Not for `from_history` measurements, which replay wavekit's own too.
+    """
+    t = TelemetrySample
+    privileged = _privileged(session)
+    latest, earliest = _bounds(session, until)
+    # A superset of what metrics.WAVEKIT_ACTOR excludes would drop rows the metrics keep;
+    # this SQL test only drops rows whose actor, trimmed and lower-cased, is exactly it.
+    not_wavekit = or_(t.category.is_(None),  # type: ignore[union-attr]
+                      func.lower(func.trim(t.category)) != WAVEKIT_ACTOR)
+    raw = {k: _read(session, k, window_since if k == "usage" else since, until,
+                    where=[not_wavekit] if k == "assignments" else ())
+           for k in KINDS}
+    frames = {k: _from_samples(k, raw[k]) for k in KINDS}
+    return TelemetryFrames(**frames, privileged=privileged, latest=latest, earliest=earliest)
+
+
+class _ByKey:
+    """Shared frames cut per package by precomputed row positions, never by a full scan."""
+
+    def __init__(self, frames: TelemetryFrames) -> None:
+        self.frames = frames
+        self.index = {
+            "usage": frames.usage.groupby("entitlement").indices,
+            "tickets": frames.tickets.groupby("package").indices,
+            "exceptions": frames.exceptions.groupby("package").indices,
+            "exports": frames.exports.groupby("identity").indices,
+            "assignments": frames.assignments.groupby("entitlement").indices,
+        }
+
+    def _take(self, kind: str, keys: Iterable[str], since: pd.Timestamp) -> pd.DataFrame:
+        index = self.index[kind]
+        parts = [index[k] for k in keys if k in index]
+        df: pd.DataFrame = getattr(self.frames, kind)
+        # Sorted positions keep the store's row order, so sums come out bit for bit the same.
+        rows = df.iloc[np.sort(np.concatenate(parts))] if parts else df.iloc[:0]
+        return rows[rows["at"] >= since].reset_index(drop=True)
+
+    def package(self, view: PackageView, since: datetime) -> TelemetryFrames:
+        """What load_frames(package=view) reads from `since` on (see _load)."""
+        f, start = self.frames, pd.Timestamp(as_utc(since))
+        return TelemetryFrames(
+            usage=self._take("usage", view.entitlements, start),
+            tickets=self._take("tickets", [view.key], start),
+            exceptions=self._take("exceptions", [view.key], start),
+            exports=self._take("exports", view.members, start),
+            assignments=self._take("assignments", view.entitlements | f.privileged, start),
+            privileged=f.privileged, latest=f.latest, earliest=f.earliest)
+
+
 class TelemetryMetrics:
     """Measures packages from the store's telemetry; what the watch calls on every check."""
 
@@ -588,6 +668,23 @@ class TelemetryMetrics:
                                deployed_at=deployed_at, since=since, as_of=as_of,
                                target_grants=target_grants, baseline_days=self.baseline_days,
                                suspended=suspended, from_history=from_history)
+
+    def measure_live(self, measurements: Sequence[LiveMeasurement], as_of: datetime
+                     ) -> dict[str, dict[str, float | None]]:
+        """`measure` for many packages at once, as of now on the target: the telemetry is
+        loaded once for all of them and cut per package (package key -> metrics)."""
+        if not measurements:
+            return {}
+        since = min(window_start(m.deployed_at, as_of, self.baseline_days)
+                    for m in measurements)
+        window = min(max(as_utc(m.since), as_utc(m.deployed_at)) for m in measurements)
+        with session_scope(self.database_url) as s:
+            shared = _ByKey(load_live_frames(s, since, window, as_of))
+        return {m.package.key: measure_package(
+            shared.package(m.package, window_start(m.deployed_at, as_of, self.baseline_days)),
+            m.package, deployed_at=m.deployed_at, since=m.since, as_of=as_of,
+            target_grants=m.target_grants, baseline_days=self.baseline_days,
+            suspended=m.suspended) for m in measurements}
 
     def implicated(self, package: PackageView, metric: str, *, deployed_at: datetime,
                    since: datetime, as_of: datetime, threshold: float) -> frozenset[str]:

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -451,24 +452,46 @@ def nightly_window(deployed_at: datetime, as_of: datetime) -> tuple[datetime, da
 
 
 def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
-    """Measure every live package with the runtime's metrics and plan tonight's actions."""
-    from wavekit.adapters.store.bundles import restrict
+    """Measure every live package with the runtime's metrics and plan tonight's actions.
+
+    A stepped release is measured on the members its cohorts granted so far, as the watch
+    measures it: the others hold none of its grants yet and are not a finding.
+    """
     from wavekit.adapters.store.packages import load_package_view
+    from wavekit.adapters.telemetry import LiveMeasurement
+    from wavekit.workflow.cohorts import step_facts
 
     with session_scope(rt.database_url) as s:
         inputs = load_maintenance_inputs(s)
-        views = {p.key: load_package_view(s, p.key) for p in inputs.packages if p.live}
-        held_back = {p.key: _active_suspended(s, p.release_id) for p in inputs.packages
-                     if p.key in views and p.release_id is not None}
-    metrics = {}
-    for p in inputs.packages:
-        if p.key in views and p.deployed_at is not None:
-            view = views[p.key]
-            grants = restrict(rt.target.read_grants(view.scope), view.scope)
-            since, until = nightly_window(p.deployed_at, as_of)
-            metrics[p.key] = dict(rt.metrics.measure(
-                view, deployed_at=as_utc(p.deployed_at), since=since, as_of=until,
-                target_grants=grants, suspended=held_back.get(p.key, frozenset())))
+        live = [p for p in inputs.packages if p.live and p.deployed_at is not None]
+        views = {}
+        for p in live:
+            view = load_package_view(s, p.key)
+            steps = step_facts(s, p.release_id) if p.release_id is not None else None
+            if steps is not None:  # as in watch.watch_tick
+                view = replace(view, members=view.members & steps.granted)
+            views[p.key] = view
+        held_back = {p.key: _active_suspended(s, p.release_id) for p in live
+                     if p.release_id is not None}
+    # One read of the target for every scope, cut per package below.
+    scopes = frozenset().union(*(v.scope for v in views.values()))
+    held: dict[str, list[Grant]] = {}
+    for g in rt.target.read_grants(scopes) if scopes else ():
+        held.setdefault(g.entitlement, []).append(g)  # the read's own Grants, never copies
+    todo = []
+    for p in live:
+        view = views[p.key]
+        grants = frozenset(chain.from_iterable(held.get(e, ()) for e in view.scope))
+        since, _ = nightly_window(p.deployed_at, as_of)  # type: ignore[arg-type]
+        todo.append(LiveMeasurement(view, as_utc(p.deployed_at), since,  # type: ignore[arg-type]
+                                    grants, held_back.get(p.key, frozenset())))
+    measure_live = getattr(rt.metrics, "measure_live", None)
+    if measure_live is not None:  # the store's telemetry, loaded once for every package
+        metrics = dict(measure_live(todo, as_utc(as_of)))
+    else:
+        metrics = {m.package.key: dict(rt.metrics.measure(
+            m.package, deployed_at=m.deployed_at, since=m.since, as_of=as_utc(as_of),
+            target_grants=m.target_grants, suspended=m.suspended)) for m in todo}
     return plan_maintenance(inputs.packages, metrics, inputs.results, inputs.open_tasks, as_of,
                             MaintenanceThresholds(rt.settings.review_cadence_days))
 

@@ -1,0 +1,223 @@
+"""P1 and P2 at target level against the best raw client on the same loopback servers.
+
+The raw clients know every DN / resource id up front and send one request per group with all
+its members (ldap3 modify; httpx PATCH of every member; SCIM Bulk with one operation per
+group when the server offers it): the fastest a script can write, reading nothing first.
+wavekit goes through `Target.apply` (group and user lookups, diffing, batches of 500).
+Repetitions are interleaved (wavekit, raw, wavekit, raw, ...) into fresh groups each time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wavekit.domain.grants import Grant
+
+Timings = dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Medians of interleaved repetitions: wavekit's time and each raw client's."""
+
+    wavekit_s: float
+    raw_s: dict[str, float]
+    note: str
+
+
+def _interleave(reps: int, runs: dict[str, Callable[[int], None]]) -> dict[str, float]:
+    times: Timings = {name: [] for name in runs}
+    for rep in range(reps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(rep)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _people(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"bench{i:05d}", "display_name": f"Bench User {i}",
+             "email": f"bench{i:05d}@example.com"} for i in range(n)]
+
+
+# ------------------------------------------------------------------ LDAP
+
+
+def ldap_apply(groups: int, members: int, reps: int = 3) -> Row:
+    """P1: `LdapTarget.apply` of groups x members vs ldap3, one modify per group."""
+    from ldap3 import MODIFY_ADD
+
+    from wavekit.adapters.targets.ldap import (
+        LdapTarget,
+        build_connection,
+        provision_ldap_directory,
+    )
+    from wavekit.devservers.slapd import run_local_slapd
+
+    with run_local_slapd() as config:
+        people = _people(members)
+        names = {(who, rep, g): f"p1-{who}-{rep}-{g:02d}"
+                 for who in ("wk", "raw") for rep in range(reps) for g in range(groups)}
+        provision_ldap_directory(config, people, names.values())
+        dns = [f"uid={p['id']},{config.user_base}" for p in people]
+        target = LdapTarget(config)
+        conn = build_connection(config)
+        conn.open()
+        conn.bind()
+
+        def wk(rep: int) -> None:
+            adds = [Grant(p["id"], names["wk", rep, g]) for g in range(groups) for p in people]
+            if target.apply(adds, []).added != len(adds):
+                raise AssertionError("LdapTarget.apply did not add every grant")
+
+        def raw(rep: int) -> None:
+            for g in range(groups):
+                dn = f"cn={names['raw', rep, g]},{config.group_base}"
+                if not conn.modify(dn, {config.member_attribute: [(MODIFY_ADD, dns)]}):
+                    raise AssertionError(f"raw modify failed: {conn.result}")
+
+        try:
+            med = _interleave(reps, {"wk": wk, "raw": raw})
+            held = target.read_grants([names["raw", 0, g] for g in range(groups)])
+        finally:
+            conn.unbind()
+            target.close()
+    if len(held) != groups * members:
+        raise AssertionError(f"raw client left {len(held)} grants, expected {groups * members}")
+    return Row(med["wk"], {"ldap3": med["raw"]},
+               "raw: ldap3, DNs known, one modify per group with all members")
+
+
+def ldap_rollback(members: int, entitlements: int = 2, reps: int = 3) -> Row:
+    """P2: remove a package's grants and read them back, LdapTarget vs ldap3."""
+    from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE
+
+    from wavekit.adapters.targets.ldap import (
+        LdapTarget,
+        build_connection,
+        provision_ldap_directory,
+    )
+    from wavekit.devservers.slapd import run_local_slapd
+
+    with run_local_slapd() as config:
+        people = _people(members)
+        names = {(who, rep, e): f"p2-{who}-{rep}-{e}"
+                 for who in ("wk", "raw") for rep in range(reps) for e in range(entitlements)}
+        provision_ldap_directory(config, people, names.values())
+        dns = [f"uid={p['id']},{config.user_base}" for p in people]
+        attr = config.member_attribute
+        target = LdapTarget(config)
+        conn = build_connection(config)
+        conn.open()
+        conn.bind()
+        for name in names.values():  # every package deployed (not timed)
+            conn.modify(f"cn={name},{config.group_base}", {attr: [(MODIFY_ADD, dns)]})
+
+        def wk(rep: int) -> None:
+            scope = [names["wk", rep, e] for e in range(entitlements)]
+            grants = target.read_grants(scope)
+            target.apply([], grants)
+            if target.read_grants(scope):
+                raise AssertionError("LdapTarget rollback left grants behind")
+
+        def raw(rep: int) -> None:
+            for e in range(entitlements):
+                dn = f"cn={names['raw', rep, e]},{config.group_base}"
+                conn.search(dn, "(objectClass=*)", BASE, attributes=[attr])
+                held = [v for v in conn.entries[0][attr].values
+                        if v != config.empty_group_placeholder]
+                conn.modify(dn, {attr: [(MODIFY_DELETE, held)]})
+                conn.search(dn, "(objectClass=*)", BASE, attributes=[attr])
+                left = [v for v in conn.entries[0][attr].values
+                        if v != config.empty_group_placeholder]
+                if left:
+                    raise AssertionError("raw rollback left members behind")
+
+        try:
+            med = _interleave(reps, {"wk": wk, "raw": raw})
+        finally:
+            conn.unbind()
+            target.close()
+    return Row(med["wk"], {"ldap3": med["raw"]},
+               "both read the groups, remove every member, read back empty; raw: ldap3, "
+               "one modify per group")
+
+
+# ------------------------------------------------------------------ SCIM
+
+
+def scim_apply(groups: int, members: int, reps: int = 3) -> Row:
+    """P1: `ScimTarget.apply` vs httpx PATCH (all members per request) and SCIM Bulk."""
+    import httpx
+
+    from wavekit.adapters.targets.scim import (
+        PATCH_OP,
+        ScimSession,
+        ScimTarget,
+        provision_scim_directory,
+    )
+    from wavekit.devservers.scim import run_local_scim_server
+
+    with run_local_scim_server() as config:
+        people = _people(members)
+        names = {(who, rep, g): f"p1-{who}-{rep}-{g:02d}" for who in ("wk", "patch", "bulk")
+                 for rep in range(reps) for g in range(groups)}
+        target = ScimTarget(config)
+        provision_scim_directory(target, people, names.values())
+        user_ids = list(target._identity_ids({p["id"] for p in people}).values())
+        group_ids = target._group_ids_for(names.values())
+        token = config.token.get_secret_value() if config.token else ""
+        client = httpx.Client(base_url=config.base_url, timeout=120.0,
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "application/scim+json"})
+        value = [{"value": u} for u in user_ids]
+
+        def patch_body() -> dict[str, Any]:
+            return {"schemas": [PATCH_OP],
+                    "Operations": [{"op": "add", "path": "members", "value": value}]}
+
+        def wk(rep: int) -> None:
+            adds = [Grant(p["id"], names["wk", rep, g]) for g in range(groups) for p in people]
+            if target.apply(adds, []).added != len(adds):
+                raise AssertionError("ScimTarget.apply did not add every grant")
+
+        def patch(rep: int) -> None:
+            for g in range(groups):
+                client.patch(f"/Groups/{group_ids[names['patch', rep, g]]}",
+                             json=patch_body()).raise_for_status()
+
+        limits = target.session.bulk_limits
+
+        def bulk_run(rep: int) -> None:
+            ops = [{"method": "PATCH", "bulkId": f"b{g}", "data": patch_body(),
+                    "path": f"/Groups/{group_ids[names['bulk', rep, g]]}"}
+                   for g in range(groups)]
+            assert limits is not None
+            # As few requests as the advertised maxOperations / maxPayloadSize allow.
+            for chunk in ScimSession._pack(ops, *limits):
+                client.post("/Bulk", json={"schemas": [
+                    "urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": chunk}
+                ).raise_for_status()
+
+        runs: dict[str, Callable[[int], None]] = {"wk": wk, "patch": patch}
+        if limits is not None:
+            runs["bulk"] = bulk_run
+        try:
+            med = _interleave(reps, runs)
+            held = target.read_grants([names["patch", 0, g] for g in range(groups)])
+        finally:
+            client.close()
+            target.close()
+    if len(held) != groups * members:
+        raise AssertionError(f"raw PATCH left {len(held)} grants, expected {groups * members}")
+    raw = {"httpx PATCH": med["patch"]}
+    if "bulk" in med:
+        raw["SCIM Bulk"] = med["bulk"]
+    return Row(med["wk"], raw, "raw: httpx, resource ids known, one PATCH per group with all "
+               "members" + ("; SCIM Bulk: one operation per group, as few requests as the "
+                            "server's limits allow" if "bulk" in med
+                            else "; the server offers no Bulk"))
