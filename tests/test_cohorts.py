@@ -223,6 +223,9 @@ def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
     assert retirement_due(RetirementFacts(**{**facts.__dict__, "cohort_complete": True}), at)
 
 
+HEALTHY = {"ticket_noise": ["passed", "passed"], "adoption": ["inconclusive", "passed"]}
+
+
 @pytest.mark.parametrize(("action", "steps_left", "paused", "want"), [
     ("stable", True, False, "widen"),
     ("stable", True, True, "continue"),
@@ -234,4 +237,26 @@ def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
 ])
 def test_a_passed_soak_widens_unless_paused(action: str, steps_left: bool, paused: bool,
                                             want: str) -> None:
-    assert soak_action(action, steps_left=steps_left, paused=paused) == want
+    assert soak_action(action, steps_left=steps_left, paused=paused,
+                       soak=HEALTHY).action == want
+
+
+@pytest.mark.parametrize(("soak", "why"), [
+    (HEALTHY, None),
+    ({}, "no health check could measure"),  # nothing was owed in the soak: no evidence
+    ({"ticket_noise": ["inconclusive", "inconclusive"]}, "ticket_noise has no passed"),
+    ({"ticket_noise": ["passed"], "adoption": []}, "adoption has no passed"),
+    ({"ticket_noise": ["passed"], "adoption": ["inconclusive"]}, "adoption has no passed"),
+    ({"ticket_noise": ["passed", "failed"]}, "last measurement in the soak was failed"),
+    ({"ticket_noise": ["passed", "error"]}, "last measurement in the soak was error"),
+    ({"ticket_noise": ["failed", "passed"]}, None),  # within its limit, and healthy since
+    ({"ticket_noise": ["passed", "inconclusive"]}, None),
+])
+def test_a_thin_soak_holds_for_a_human_instead_of_widening(soak: dict[str, list[str]],
+                                                           why: str | None) -> None:
+    got = soak_action("stable", steps_left=True, paused=False, soak=soak)
+    if why is None:
+        assert (got.action, got.reason) == ("widen", "")
+    else:
+        assert got.action == "inconclusive" and why in got.reason, got
+    assert soak_action("stable", steps_left=False, paused=False, soak=soak).action == "stable"

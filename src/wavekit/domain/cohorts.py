@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from wavekit.domain.health import Verdict
 from wavekit.domain.planning import Plan
 
 
@@ -153,13 +154,47 @@ def next_step(rollout: Rollout, index: int) -> int | None:
     return index + 1 if index + 1 < len(rollout.steps) else None
 
 
-def soak_action(action: str, *, steps_left: bool, paused: bool) -> str:
+@dataclass(frozen=True)
+class SoakAction:
+    """What the watch does at a stepped release's tick, and why (for a held soak)."""
+
+    action: str
+    reason: str = ""
+
+
+def thin_soak(soak: Mapping[str, Sequence[str]]) -> str | None:
+    """Why a soak that broke no limit is still no evidence to widen on; None when it is.
+
+    `soak` maps each check that had a due time in this step's soak to its verdicts there, in
+    due order. Breaking no limit is not enough: a soak of "no data" proves nothing about the
+    new cohort. Every such check needs at least one passed measurement, and its last one must
+    not have failed (or errored): a cohort is widened on evidence of health, not its absence.
+    """
+    if not soak:
+        return "no health check could measure during the soak"
+    for name, verdicts in sorted(soak.items()):
+        if Verdict.PASSED not in verdicts:
+            return f"{name} has no passed measurement in the soak (only no data)"
+        if verdicts[-1] in (Verdict.FAILED, Verdict.ERROR):
+            return f"{name}'s last measurement in the soak was {verdicts[-1]}"
+    return None
+
+
+def soak_action(action: str, *, steps_left: bool, paused: bool,
+                soak: Mapping[str, Sequence[str]]) -> SoakAction:
     """The watch's action for a stepped release: a soak that passes (the watch would call the
     package Stable) widens it to its next step instead, unless a release manager paused it
-    (it waits, still watched). Every other action (continue, rollback, contain...) stands."""
+    (it waits, still watched), or the soak is too thin to judge (`thin_soak`): then it is
+    inconclusive and holds for a human (Needs tuning; promote still widens). Every other
+    action (continue, rollback, contain...) stands."""
     if action != "stable" or not steps_left:
-        return action
-    return "continue" if paused else "widen"
+        return SoakAction(action)
+    if paused:
+        return SoakAction("continue")
+    if (gap := thin_soak(soak)) is not None:
+        return SoakAction("inconclusive", f"soak inconclusive: {gap}; a release manager "
+                                          "decides (promote to widen, or abort)")
+    return SoakAction("widen")
 
 
 COHORT_ACTIONS = ("promote", "pause", "resume", "abort")

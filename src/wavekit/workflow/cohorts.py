@@ -126,6 +126,7 @@ class StepFacts:
     paused: bool
     paused_by: str | None
     granted: frozenset[str]
+    started_at: datetime | None = None  # when the current step started deploying
 
     @property
     def steps_left(self) -> bool:
@@ -138,7 +139,8 @@ def step_facts(s: Session, release_id: int) -> StepFacts | None:
     if row is None:
         return None
     return StepFacts(row.step, row.steps, row.status, row.paused_at is not None, row.paused_by,
-                     store.granted_members(s, release_id) or frozenset())
+                     store.granted_members(s, release_id) or frozenset(),
+                     as_utc(row.step_started_at) if row.step_started_at else None)
 
 
 def complete(s: Session, release_id: int) -> bool:
