@@ -31,7 +31,7 @@ from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval, RolePackage
 from wavekit.adapters.targets.base import Target
 from wavekit.domain.clock import ManualClock
-from wavekit.examples import seed_target
+from wavekit.examples import record_example_drills, seed_target
 from wavekit.present.quiet import quiet_prefect
 from wavekit.workflow import rollout
 from wavekit.workflow.runtime import Runtime
@@ -211,6 +211,12 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         # that it ends now: `wavekit status` afterwards shows the demo's closing numbers.
         launch = utcnow() - timedelta(days=15, hours=2)
         clock = ManualClock(launch)
+        # The rollback_drill gate takes recorded drills only, never catalog text: the example
+        # world's medium/high-risk packages come with a signed manual drill on record.
+        signed = record_example_drills(url, launch - timedelta(days=2))
+        console.print(f"Recorded signed manual rollback drills (example world): "
+                      f"{', '.join(signed)}; {DRILLED}: drill pending (drilled below); "
+                      "a catalog's `drill: signed` alone counts for nothing")
         frames = generate_telemetry(url, start=launch - timedelta(days=28), deployed_at=launch,
                                     days=43, degrading=DEGRADING, seed=7)
         for kind, df in frames.items():

@@ -45,7 +45,7 @@ IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.CONTAINED,
 CONFIDENCE_MODEL: tuple[tuple[str, int, str], ...] = (
     ("Rollback drill recorded", 20,
      "the latest rollback drill recorded by wavekit passed within the review cadence (or the "
-     "catalog marks no drill required); a drill signed only in the catalog earns half"),
+     "catalog marks no drill required); a drill \"signed\" only in catalog text earns nothing"),
     ("Last watch healthy", 20,
      "the latest deployed release reached Stable (full) or is being watched with no failed "
      "check (half); never released earns half; a failed check or rollback earns nothing"),
@@ -207,8 +207,8 @@ def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageStat
         return Factor(name, w[name], round(w[name] * share), detail)
 
     drilled = drill or drill_standing(pkg.fallback_drill, (), utcnow(), 0)
-    drill_share = (1.0 if drilled.recorded or drilled.status == "not_required"
-                   else 0.5 if drilled.status == "signed_catalog" else 0.0)
+    # A recorded drill is the fact; catalog text that says "signed" earns nothing.
+    drill_share = 1.0 if drilled.recorded or drilled.status == "not_required" else 0.0
     reachable = bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ())
     unstable = sorted(k for k, st in dependency_states.items() if st != S.STABLE)
     last = history.last_release
