@@ -323,3 +323,16 @@ def test_deploy_time_counts_from_the_handoff_request(loaded_store: str) -> None:
     k = kpis(loaded_store)
     assert k.median_deploy_time == timedelta(hours=28) and k.period_days == 90
     assert kpis(loaded_store, period_days=365).median_deploy_time == timedelta(hours=16.5)
+
+
+def test_status_explain_states_the_kpi_period(loaded_store: str) -> None:
+    from typer.testing import CliRunner
+
+    from wavekit.present.cli import app
+
+    done = CliRunner().invoke(app, ["status", "--explain", "--database-url", loaded_store],
+                              env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "deployed in the last 90 days up to as_of" in text  # median deploy time
+    assert "no rollback in the last 90 days up to as_of" in text  # clean release history
