@@ -26,6 +26,7 @@ from wavekit.adapters.store.models import Approval, ApprovalCode, Release, RoleP
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.domain.grants import GrantSet
 from wavekit.examples import seed_target
+from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -264,3 +265,15 @@ def test_five_wrong_codes_lock_the_approval_and_tell_the_owner(
         assert "locked after 5 wrong approval codes" in s.get(RolePackage, FIN).state_reason
     assert any("locked" in m["Subject"] for m in w.mailbox.to(OWNER_MAIL))
     assert w.grants() == w.seeded
+
+
+def test_the_approval_form_decides_nothing_by_default_and_has_no_channel_field() -> None:
+    """The schema the Prefect UI renders: no default decision, approver and code required,
+    no internal field (such as the channel) a person could edit."""
+    schema = ApprovalInput.model_json_schema()
+    props = schema["properties"]
+    assert set(props) == {"decision", "approver", "code", "comment"}
+    assert set(schema["required"]) == {"decision", "approver", "code"}
+    assert "default" not in props["decision"] and props["decision"]["enum"] == ["approve",
+                                                                                "reject"]
+    assert props["comment"].get("default") == ""  # the rule refuses a reject without one

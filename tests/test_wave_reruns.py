@@ -112,3 +112,13 @@ def test_a_rejection_stored_while_down_holds_and_closes_the_release_once(
             held[0].detail["reason"]
     assert "waiting for" in pkg_reason
     assert target.read_grants(["fin-gl-journal-post"]) == before  # nothing was deployed
+
+
+def test_a_blank_requester_is_refused_before_anything_is_staged(loaded_store: str) -> None:
+    factory, _ = _env(loaded_store)
+    with runtime_override(factory):
+        state = release_wave(wave=1, packages=[FIN], requested_by="  ", return_state=True)
+    assert state.is_failed() and "requested_by is required" in (state.message or "")
+    with session_scope(loaded_store) as s:
+        assert s.exec(select(Release)).all() == [] and s.exec(select(Approval)).all() == []
+        assert s.get(RolePackage, FIN).state == "release_ready"
