@@ -175,7 +175,7 @@ def thin_soak(soak: Mapping[str, Sequence[str]]) -> str | None:
         return "no health check could measure during the soak"
     for name, verdicts in sorted(soak.items()):
         if Verdict.PASSED not in verdicts:
-            return f"{name} has no passed measurement in the soak (only no data)"
+            return f"{name} has no passed measurement in the soak"
         if verdicts[-1] in (Verdict.FAILED, Verdict.ERROR):
             return f"{name}'s last measurement in the soak was {verdicts[-1]}"
     return None
