@@ -323,6 +323,8 @@ def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str =
     authorize(rt, key, action, actor, proof)
     with session_scope(rt.database_url) as s:
         pkg = s.get(RolePackage, key)
+        if pkg is None:  # removed from the catalog since authorize read it
+            raise CohortActionRefused(f"no package {key!r} in the catalog")
         release = _live_release(s, key)
         facts = step_facts(s, release.id) if release is not None else None
         live = S(pkg.state) in (S.WATCHING, S.NEEDS_TUNING, S.CONTAINED, S.DEPLOYING)
