@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from flows.wave import publish_cohort_progress, rollback_package, widen_step
+from wavekit.domain.cohorts import ActorProof
 from wavekit.workflow import cohorts
 from wavekit.workflow.runtime import Runtime, current_runtime
 
@@ -34,17 +35,29 @@ class CohortAction(StrEnum):
 def cohort_action(package_key: str, action: CohortAction, actor: str, reason: str = ""
                   ) -> State:
     """Promote a stepped package to its next step now, pause or resume it, or abort it (roll
-    back what it has granted so far). `actor` is required and audited with the action."""
+    back what it has granted so far). `actor` (your Slack id or e-mail) is required: the
+    package's owner, a delegate or a release manager; audited with the action. From the UI,
+    promote and resume need local mode (nothing proves who typed the name)."""
     with current_runtime() as rt:  # closes the target this run opened
         return _act(rt, package_key, action, actor, reason)
+
+
+def _proof() -> ActorProof:
+    """A run of the deployment was asked for in the Prefect UI (or its API): nothing proves
+    who typed `actor`. A run without a deployment is the CLI's (`wavekit cohort ...`)."""
+    from prefect.runtime import deployment
+
+    return "unverified" if deployment.id else "cli"
 
 
 def _act(rt: Runtime, package_key: str, action: CohortAction, actor: str, reason: str
          ) -> State:
     name = action.value if isinstance(action, CohortAction) else str(action)
     try:
-        outcome = cohorts.request_action(rt, package_key, name, actor, reason)
+        outcome = cohorts.request_action(rt, package_key, name, actor, reason,
+                                         proof=_proof())
     except cohorts.CohortActionRefused as exc:
+        get_run_logger().warning("%s", exc)
         return Failed(name="Refused", message=str(exc), data={"refused": str(exc)})
     get_run_logger().info("%s", outcome.message)
     result: dict[str, Any] = {"package": package_key, "action": name, "actor": outcome.actor,

@@ -103,9 +103,14 @@ def _cancel_superseded(flow_run_id: str) -> None:
 @task(name="record_decision", cache_policy=NO_CACHE)
 def record_decision(rt: Runtime, approval_id: int, attempt: int, given: ApprovalInput
                     ) -> str | None:
-    """Judge the form's input with the one decision rule; None: refused, wait again."""
-    return rollout.record_form_input(rt, approval_id, attempt, given.decision, given.approver,
-                                     given.code, given.comment)
+    """Judge the form's input with the one decision rule; None: not decided, wait again. A
+    refusal is answered in the run's log (and the next form says why)."""
+    answer = rollout.record_form_input(rt, approval_id, attempt, given.decision,
+                                       given.approver, given.code, given.comment)
+    if answer.refused:
+        get_run_logger().warning("Decision refused: %s. Nothing changed; the run waits for a "
+                                 "valid decision.", answer.refused)
+    return answer.decided
 
 
 @task(name="record_timeout", cache_policy=NO_CACHE)
@@ -179,13 +184,11 @@ def _wait_for_owner(rt: Runtime, package_key: str, wave: int | None,
         return apply_stored_decision(rt, request.approval_id)
     if step == "leave":
         return None
-    form = ApprovalInput.with_initial_data(
-        description=f"Approve {package_key} for wave {wave}? Enter your approver id and the "
-                    "one-time code wavekit sent you.")
     while True:
         wait = rollout.form_wait(rt, request, step)
         if wait.decided:
             return apply_stored_decision(rt, request.approval_id)
+        form = ApprovalInput.with_initial_data(description=wait.description(package_key, wave))
         key = f"approval-{request.approval_id}-{wait.attempt}"
         # Waiting writes nothing: the package's lease is given back meanwhile, taken again after.
         with leases.released(leases.package(package_key)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
-from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.domain.clock import utcnow
+from wavekit.examples import EXAMPLE_CATALOG, record_example_drills
 
 pytest_plugins = [
     "tests.support.postgres",
@@ -54,7 +56,10 @@ def example_catalog():
 
 @pytest.fixture
 def loaded_store(sqlite_url: str, example_catalog) -> str:
-    """A SQLite store holding the example catalog."""
+    """A SQLite store holding the example world: its catalog and its recorded (signed manual)
+    rollback drills, an hour ago. A test on a fixed clock records them again at its time
+    (`record_example_drills`): a drill after the test's "now" is no evidence yet."""
     with session_scope(sqlite_url) as s:
         write_catalog(s, example_catalog)
+    record_example_drills(sqlite_url, utcnow() - timedelta(hours=1))
     return sqlite_url

@@ -76,7 +76,7 @@ def test_promote_and_abort_from_the_served_deployment(prefect_server, wavekit_se
     before = _deployed_first_step(url)
     with session_scope(url) as s:
         ents = list(s.exec(select(Entitlement.key)))
-    served = wavekit_serve(url)
+    served = wavekit_serve(url, WAVEKIT_RELEASE_MANAGERS="rm-alex,rm-sam")
     api = prefect_server.api
     deployment: dict = {}
 

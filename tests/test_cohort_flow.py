@@ -81,6 +81,7 @@ class Env:
 @pytest.fixture
 def env(loaded_store: str, monkeypatch) -> Iterator[Env]:
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("WAVEKIT_RELEASE_MANAGERS", "rm-alex,rm-sam")
     with session_scope(loaded_store) as s:
         s.get(RolePackage, FIN).rollout = STEPS
     settings = load_settings(database_url=loaded_store, batch_size=50, approvals_unverified=True)
@@ -224,8 +225,9 @@ def test_promote_pause_and_abort_from_the_cohort_action_flow(env: Env) -> None:
                 if e.action.startswith("cohort_") and e.action != "cohort_step_started"
                 and e.action != "cohort_step_deployed"]
         rollback = audit.events(s, package_key=FIN, action="rollback_started")
-    assert acts == [("cohort_promote", "rm-alex"), ("cohort_pause", "rm-alex"),
-                    ("cohort_abort", "rm-sam")]
+    # The nameless promote was refused and audited; the rest done, each with its actor.
+    assert acts == [("cohort_action_refused", "unknown"), ("cohort_promote", "rm-alex"),
+                    ("cohort_pause", "rm-alex"), ("cohort_abort", "rm-sam")]
     assert rollback[0].actor == "rm-sam" and "aborted by rm-sam at step 2/3" in \
         rollback[0].detail["reason"]
 
@@ -284,7 +286,8 @@ def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> N
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "WAVEKIT_"))}
     clean.update(WAVEKIT_DATABASE_URL=env.url, WAVEKIT_DATA_DIR=str(tmp_path / "data"),
                  PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="160",
-                 PREFECT_SERVER_ANALYTICS_ENABLED="false")
+                 PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                 WAVEKIT_RELEASE_MANAGERS="rm-alex,rm-sam")
 
     def wavekit(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "wavekit.present.cli", "cohort", *args],
@@ -294,6 +297,7 @@ def test_promote_and_abort_from_the_cli_as_a_subprocess(env: Env, tmp_path) -> N
     nobody = wavekit("promote", FIN, "--as", " ")
     assert nobody.returncode == 1 and "say who you are" in nobody.stderr
     assert "Traceback" not in nobody.stderr + nobody.stdout
+
     promoted = wavekit("promote", FIN, "--as", "rm-alex")
     out = promoted.stdout + promoted.stderr
     assert promoted.returncode == 0, out

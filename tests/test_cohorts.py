@@ -6,17 +6,20 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from wavekit.adapters.catalog import CatalogInvalid, load_catalog
 from wavekit.domain.cohorts import (
+    ActorFacts,
     CohortStep,
     Rollout,
     check_action,
     cohort_size,
     cohorts,
+    may_act,
     rank,
     restrict_plan,
     rollout_from,
@@ -132,6 +135,35 @@ def test_the_cohort_action_rule(action: str, actor: str, facts: dict, allowed: b
     assert got.allowed is allowed and why in got.reason
 
 
+FIN_ACTORS = ActorFacts("fin", "Finance Shared Services",
+                        owners=frozenset({"UFINOWNER1", "omar@example.com"}),
+                        release_managers=frozenset({"rm-alex"}))
+
+
+@pytest.mark.parametrize(("action", "actor", "proof", "local", "allowed", "why"), [
+    ("promote", "rm-alex", "cli", False, True, ""),  # a release manager
+    ("abort", "UFINOWNER1", "cli", False, True, ""),  # the owner
+    ("pause", "<@ufinowner1>", "cli", False, True, ""),  # ids compare loosely
+    ("resume", "omar@example.com", "cli", False, True, ""),  # a delegate
+    ("abort", "mallory", "cli", False, False, "mallory may not abort fin: only Finance Shared "
+     "Services, a declared delegate or a release manager"),
+    ("promote", "Finance Shared Services", "cli", False, False, "may not promote"),  # by id
+    ("pause", " ", "cli", False, False, "say who you are"),
+    # The UI proves nobody: what widens the rollout needs the CLI (or local mode) ...
+    ("promote", "rm-alex", "unverified", False, False, "cannot prove who typed 'rm-alex'"),
+    ("resume", "UFINOWNER1", "unverified", False, False, "wavekit cohort resume fin"),
+    ("promote", "rm-alex", "unverified", True, True, ""),
+    # ... what only reduces exposure is taken from it (recorded unverified), never a stranger's.
+    ("pause", "rm-alex", "unverified", False, True, ""),
+    ("abort", "UFINOWNER1", "unverified", False, True, ""),
+    ("abort", "mallory", "unverified", True, False, "may not abort"),
+])
+def test_who_may_act_on_a_rollout(action: str, actor: str, proof: str, local: bool,
+                                  allowed: bool, why: str) -> None:
+    got = may_act(action, actor, replace(FIN_ACTORS, local_mode=local), proof=proof)  # type: ignore[arg-type]
+    assert got.allowed is allowed and why in got.reason, got
+
+
 # ------------------------------------------------------------------ the catalog
 
 
@@ -223,6 +255,9 @@ def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
     assert retirement_due(RetirementFacts(**{**facts.__dict__, "cohort_complete": True}), at)
 
 
+HEALTHY = {"ticket_noise": ["passed", "passed"], "adoption": ["inconclusive", "passed"]}
+
+
 @pytest.mark.parametrize(("action", "steps_left", "paused", "want"), [
     ("stable", True, False, "widen"),
     ("stable", True, True, "continue"),
@@ -234,4 +269,48 @@ def test_legacy_grants_retire_only_once_every_step_is_on_the_target() -> None:
 ])
 def test_a_passed_soak_widens_unless_paused(action: str, steps_left: bool, paused: bool,
                                             want: str) -> None:
-    assert soak_action(action, steps_left=steps_left, paused=paused) == want
+    assert soak_action(action, steps_left=steps_left, paused=paused,
+                       soak=HEALTHY).action == want
+
+
+@pytest.mark.parametrize(("soak", "why"), [
+    (HEALTHY, None),
+    ({}, "no health check could measure"),  # nothing was owed in the soak: no evidence
+    ({"ticket_noise": ["inconclusive", "inconclusive"]}, "ticket_noise has no passed"),
+    ({"ticket_noise": ["passed"], "adoption": []}, "adoption has no passed"),
+    ({"ticket_noise": ["passed"], "adoption": ["inconclusive"]}, "adoption has no passed"),
+    ({"ticket_noise": ["passed", "failed"]}, "last measurement in the soak was failed"),
+    ({"ticket_noise": ["passed", "error"]}, "last measurement in the soak was error"),
+    ({"ticket_noise": ["failed", "passed"]}, None),  # within its limit, and healthy since
+    ({"ticket_noise": ["passed", "inconclusive"]}, None),
+])
+def test_a_thin_soak_holds_for_a_human_instead_of_widening(soak: dict[str, list[str]],
+                                                           why: str | None) -> None:
+    got = soak_action("stable", steps_left=True, paused=False, soak=soak)
+    if why is None:
+        assert (got.action, got.reason) == ("widen", "")
+    else:
+        assert got.action == "inconclusive" and why in got.reason, got
+    assert soak_action("stable", steps_left=False, paused=False, soak=soak).action == "stable"
+
+
+def test_the_cli_refuses_a_stranger_in_one_audited_line(loaded_store: str, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from wavekit.adapters.store import audit
+    from wavekit.adapters.store.engine import session_scope
+    from wavekit.present.cli import app
+
+    monkeypatch.setenv("WAVEKIT_RELEASE_MANAGERS", "rm-alex")
+    fin = "finance-month-end-operator"
+    with session_scope(loaded_store) as s:
+        before = len(audit.events(s, package_key=fin))
+    result = CliRunner().invoke(app, ["cohort", "abort", fin, "--as", "mallory",
+                                      "--database-url", loaded_store], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (f"cannot abort {fin}: mallory may not abort {fin}: only Finance Shared Services, a "
+            "declared delegate or a release manager") in " ".join(result.output.split())
+    with session_scope(loaded_store) as s:
+        events = audit.events(s, package_key=fin)[before:]
+    assert [(e.action, e.actor, e.detail["requested"], e.detail["proof"]) for e in events] == [
+        ("cohort_action_refused", "mallory", "abort", "cli")]  # and nothing else happened

@@ -66,3 +66,37 @@ def test_the_owner_is_told_who_and_what() -> None:
     for part in ("<@UOWNER>", "stays deployed and watched", "*Who:* a", "2 grant(s)",
                  "a: e1", "wavekit contain restore pkg"):
         assert part in text, part
+
+
+def test_a_containment_is_posted_to_the_channel_and_the_owner(loaded_store: str,
+                                                             slack_double) -> None:  # type: ignore[no-untyped-def]
+    """The flow's contain task tells people through notices.notify_contained: the release
+    channel gets who and what, and the owner a direct message."""
+    from tests.support.slack_double import BOT_TOKEN, CHANNEL
+    from wavekit.adapters.settings import load_settings
+    from wavekit.adapters.slack.notifier import SlackNotifier, make_web_client
+    from wavekit.adapters.targets.sandbox import SandboxTarget
+    from wavekit.domain.grants import Grant
+    from wavekit.workflow.containment import ContainOutcome
+    from wavekit.workflow.notices import notify_contained
+    from wavekit.workflow.runtime import Runtime
+
+    hr = "hr-case-intake-specialist"
+    rt = Runtime(load_settings(database_url=loaded_store), loaded_store,
+                 SandboxTarget(loaded_store), notifier=SlackNotifier(
+                     make_web_client(BOT_TOKEN, base_url=slack_double.base_url), CHANNEL))
+    outcome = ContainOutcome(hr, 1, "bulk export spike", "identities",
+                             identities=frozenset({"u042"}),
+                             suspended=frozenset({Grant("u042", "hr-case-notes")}),
+                             suspension_id=7, applied=1)
+    notify_contained(rt, outcome, "http://ui/runs/flow-run/x")
+    posts = slack_double.calls_to("chat.postMessage")
+    (opened,) = slack_double.calls_to("conversations.open")
+    assert opened.params["users"] == "UHROWNER01"  # the owner, directly
+    channel, dm = (p.params["channel"] for p in posts)  # the channel, then the owner's DM
+    assert channel == CHANNEL and dm != CHANNEL
+    for post in posts:
+        text = post.text()
+        for part in ("bulk export spike", "u042", "hr-case-notes",
+                     f"wavekit contain restore {hr}"):
+            assert part in text, (part, text)

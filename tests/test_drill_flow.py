@@ -27,7 +27,7 @@ from wavekit.adapters.targets.base import ApplyResult, ClosesOnExit, Target
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.domain.clock import ManualClock
 from wavekit.domain.grants import Grant, GrantSet
-from wavekit.examples import EXAMPLE_CATALOG, seed_target
+from wavekit.examples import EXAMPLE_CATALOG, EXAMPLE_SIGNED_DRILLS, seed_target
 from wavekit.present.cli import app
 from wavekit.present.kpis import compute_kpis
 from wavekit.present.reports import write_reports
@@ -37,6 +37,8 @@ from wavekit.workflow.runtime import Runtime, build_runtime, runtime_override
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 SD, HR = "service-desk-resolver", "hr-case-intake-specialist"
 T0 = datetime(2026, 4, 20, 9, tzinfo=UTC)
+# The example world's recorded drills (an hour before the real now; after T0) count too.
+EXAMPLE = len(EXAMPLE_SIGNED_DRILLS)
 # Production access in Service Desk's scope before any drill: two members already resolve
 # incidents, a non-member holds emergency elevation. The drill must put exactly this back.
 SD_HOLDINGS = [Grant("acampbell", "itsm-incident-resolve"), Grant("acarter", "itsm-kb-author"),
@@ -104,9 +106,12 @@ def backlog(rt: Runtime, as_of: datetime) -> maintenance.MaintenancePlan:
     return maintenance.plan_from_store(rt, as_of)
 
 
-def runs(url: str) -> list[DrillRun]:
+def runs(url: str, key: str = SD) -> list[DrillRun]:
+    """The package's drills (not the example world's signed ones)."""
     with session_scope(url) as s:
-        return list(s.exec(select(DrillRun).order_by(col(DrillRun.id))))
+        return list(s.exec(select(DrillRun).where(DrillRun.package_key == key,
+                                                  DrillRun.kind == "automated")
+                           .order_by(col(DrillRun.id))))
 
 
 def scope_of(url: str, key: str) -> frozenset[str]:
@@ -130,7 +135,7 @@ def test_a_drill_through_the_cli_records_a_passing_drill_and_opens_the_gate(
     rt = build_runtime(load_settings(database_url=loaded_store), metrics=ScriptedMetrics())
     before = sandbox_rows(loaded_store)
     now = datetime.now(UTC)
-    assert not gate(rt).passed and kpi(loaded_store, now) == (0, 5)
+    assert not gate(rt).passed and kpi(loaded_store, now) == (EXAMPLE, 5)
     night = backlog(rt, now)
     assert f"drill:{SD}" in {i.dedupe_key for i in night.open}
     maintenance.record_backlog(rt, night, now)
@@ -143,7 +148,7 @@ def test_a_drill_through_the_cli_records_a_passing_drill_and_opens_the_gate(
     assert sandbox_rows(loaded_store) == before  # production, byte for byte
     assert gate(rt).passed and "rollback drill passed on" in gate(rt).reason
     later = datetime.now(UTC)
-    assert kpi(loaded_store, later) == (1, 5)
+    assert kpi(loaded_store, later) == (EXAMPLE + 1, 5)
     closing = backlog(rt, later)
     assert [i.dedupe_key for i in closing.close] == [f"drill:{SD}"]
     assert f"drill:{SD}" not in {i.dedupe_key for i in closing.open}
@@ -196,7 +201,7 @@ def test_a_drill_re_grants_what_the_package_retires_and_never_writes_production(
         state = rollback_drill(HR, actor="rm-alex", return_state=True)
     assert state.is_completed(), state.message
     assert spy.writes == [] and sandbox_rows(loaded_store) == before
-    (run,) = runs(loaded_store)
+    (run,) = runs(loaded_store, HR)
     assert run.status == "passed" and run.retirements == 34 > 0  # archive grants retired
     assert run.re_granted == run.retirements and run.withdrawn == run.adds
     assert run.readback_count == run.prior_count == run.production_count
@@ -250,7 +255,7 @@ def test_a_read_back_that_differs_fails_the_drill(loaded_store: str,
     assert run.readback_count == run.prior_count + 1
     assert run.failure == ("1 grant(s) the package changed differ from the prior bundle after "
                            "the rollback")
-    assert not gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (0, 5)
+    assert not gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (EXAMPLE, 5)
     assert sandbox_rows(loaded_store) == before
     write_reports(loaded_store, tmp_path)
     report = (tmp_path / f"drill-{SD}-{run.id}.md").read_text()
@@ -314,7 +319,7 @@ def test_a_drill_on_a_scim_server(loaded_store: str, scim_server, scim_directory
             state = rollback_drill(SD, actor="rm-alex", return_state=True)
         assert state.is_completed(), state.message
         rt = build_runtime(settings, target=production, metrics=ScriptedMetrics())
-        assert gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (1, 5)
+        assert gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (EXAMPLE + 1, 5)
         with ScimTarget(drill_dir) as fresh:  # production's copy of the scope, read back
             assert fresh.read_grants(scope) == frozenset(SD_HOLDINGS)
         # Then through the same directory losing one write of the restore: failed, and the
@@ -324,7 +329,7 @@ def test_a_drill_on_a_scim_server(loaded_store: str, scim_server, scim_directory
                                                     drill_target=lossy,
                                                     metrics=ScriptedMetrics())):
             assert rollback_drill(SD, return_state=True).is_failed()
-        assert not gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (0, 5)
+        assert not gate(rt).passed and kpi(loaded_store, datetime.now(UTC)) == (EXAMPLE, 5)
     finally:
         production.close()
     assert _raw(scim_directory) == before  # production, byte for byte

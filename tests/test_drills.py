@@ -56,7 +56,8 @@ def drill(days_ago: float, passed: bool = True, kind: str = "automated", n: int 
 
 @pytest.mark.parametrize(("catalog", "drills", "status", "tested", "recorded"), [
     ("pending", [], "pending", False, False),
-    ("signed", [], "signed_catalog", True, False),  # legacy: passes the gate, not the KPI
+    # Catalog text is no drill: "signed" with nothing recorded passes neither gate nor KPI.
+    ("signed", [], "signed_catalog", False, False),
     ("not_required", [], "not_required", False, False),
     ("pending", [drill(3)], "drilled", True, True),
     ("pending", [drill(30)], "drilled", True, True),  # no older than the cadence
@@ -80,7 +81,7 @@ def test_drill_standing(catalog, drills, status, tested, recorded) -> None:
 
 
 def test_standing_words() -> None:
-    assert drill_standing("signed", [], NOW, 30).label == "signed (catalog)"
+    assert drill_standing("signed", [], NOW, 30).label == "drill pending (catalog text only)"
     failed = drill_standing("pending", [drill(2, passed=False, failure="restore took 31m")],
                             NOW, 30)
     assert failed.detail == "the last rollback drill (2026-04-18) failed: restore took 31m"
@@ -120,9 +121,10 @@ def test_gate_accepts_a_recent_passing_drill_or_a_signature() -> None:
     assert not gate(view(), [drill(1, passed=False, failure="2 grant(s) differ")]).passed
     signed = gate(view(), [drill(1, kind="manual", signed_by="Owen Scott")])
     assert signed.passed and "signed by Owen Scott" in signed.reason
-    legacy = gate(view(drill_="signed"))
-    assert legacy.passed and legacy.reason == (
-        "medium risk: rollback drill signed (catalog); no drill recorded by wavekit")
+    legacy = gate(view(drill_="signed"))  # catalog text, no drill, no signer: refused
+    assert not legacy.passed and legacy.reason.startswith(
+        "medium risk: the catalog says the rollback drill was signed, but no drill or signer "
+        "is recorded; a passing drill")
     # A failed drill outweighs the catalog's signature; low risk needs no drill at all.
     assert not gate(view(drill_="signed"), [drill(1, passed=False)]).passed
     assert gate(view(risk="low"), [drill(1, passed=False)]).passed
@@ -176,11 +178,10 @@ def test_backlog_opens_a_drill_item_when_due_or_failed_and_closes_it_when_drille
                      "ago (cadence 30 days); drill it again (`wavekit drill due`)",
         "drill:pending": "rollback drill pending: no drill recorded; rehearse the rollback "
                          "(`wavekit drill pending`) or record a signed manual drill",
-    }  # "failed" is open already: no twin
+    }  # "failed" and "legacy" (catalog text only: still pending) are open already: no twins
     assert {i.dedupe_key: i.reason for i in p.close} == {
         "drill:drilled": "rollback drill passed on 2026-04-17 on sandbox:drill-p: "
                          "restored in 42 s (objective 30 min)",
-        "drill:legacy": "rollback drill signed (catalog); no drill recorded by wavekit",
         "drill:excused": "the catalog marks the rollback drill not required",
         "drill:no-plan": "no fallback plan",
     }
@@ -259,7 +260,8 @@ def test_a_signed_manual_drill_opens_the_gate_and_counts(loaded_store: str,
 
     rt = build_runtime(load_settings(database_url=loaded_store), metrics=object())
     assert not drill_gate(rt, SD).passed
-    assert _fallback_tested(loaded_store, utcnow()) == (0, 5)  # catalog signatures don't count
+    # The example world's two recorded drills count; catalog signatures don't.
+    assert _fallback_tested(loaded_store, utcnow()) == (2, 5)
     runner = CliRunner()
     base = ["drill", SD, "--database-url", loaded_store]
     half = runner.invoke(app, [*base, "--signed-by", "Owen Scott"])
@@ -275,11 +277,11 @@ def test_a_signed_manual_drill_opens_the_gate_and_counts(loaded_store: str,
     assert "gate rollback_drill passes: medium risk: rollback drill signed by Owen Scott" \
         in done.output
     assert drill_gate(rt, SD).passed
-    assert _fallback_tested(loaded_store, utcnow()) == (1, 5)
+    assert _fallback_tested(loaded_store, utcnow()) == (3, 5)
     # ... and it expires with the review cadence, like any drill.
     assert _fallback_tested(loaded_store, utcnow() + 31 * DAY) == (0, 5)
     with session_scope(loaded_store) as s:
-        (run,) = s.exec(select(DrillRun)).all()
+        (run,) = s.exec(select(DrillRun).where(DrillRun.package_key == SD)).all()
         (event,) = audit.events(s, package_key=SD, action="drill_recorded")
         inputs = load_maintenance_inputs(s)
     assert (run.kind, run.status, run.signed_by, run.actor) == ("manual", "passed",
@@ -290,7 +292,7 @@ def test_a_signed_manual_drill_opens_the_gate_and_counts(loaded_store: str,
     assert [d.signed_by for d in sd.drills] == ["Owen Scott"]
     status = runner.invoke(app, ["status", "--database-url", loaded_store],
                            env={"COLUMNS": "200"})
-    assert "Fallback tested" in status.output and "1/5" in status.output
+    assert "Fallback tested" in status.output and "3/5" in status.output
     assert "Fallback signed in catalog only" in status.output
 
 
@@ -311,7 +313,7 @@ def test_an_automated_drill_that_cannot_start_is_one_line(loaded_store: str,
     missing = runner.invoke(app, ["drill", "nope", "--database-url", loaded_store])
     assert missing.exit_code == 1 and "no package 'nope' in the catalog" in missing.output
     with session_scope(loaded_store) as s:
-        assert s.exec(select(DrillRun)).all() == []  # nothing was recorded
+        assert s.exec(select(DrillRun).where(DrillRun.package_key == SD)).all() == []  # none
 
 
 def test_a_retried_restore_is_timed_from_the_first_attempt(loaded_store: str) -> None:

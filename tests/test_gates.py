@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from wavekit.domain.drills import DrillRecord
 from wavekit.domain.gates import (
     GATES,
     GateContext,
@@ -72,22 +74,45 @@ def test_fallback_defined(plan: str, passed: bool, reason: str) -> None:
     assert (r.name, r.passed, r.reason) == ("fallback_defined", passed, reason)
 
 
-@pytest.mark.parametrize(("risk", "drill", "passed", "reason"), [
-    ("low", "pending", True, "low risk: drill not required"),
-    # A catalog's "signed" is legacy input, reported as such; recorded drills are the proof.
-    ("medium", "signed", True,
-     "medium risk: rollback drill signed (catalog); no drill recorded by wavekit"),
-    ("high", "signed", True,
-     "high risk: rollback drill signed (catalog); no drill recorded by wavekit"),
-    ("medium", "pending", False,
-     "medium risk: no rollback drill recorded; a passing drill (`wavekit drill pkg`) or a "
-     "signed manual drill is needed before release"),
-    ("high", "not_required", False,
-     "high risk: the catalog marks the rollback drill not required; a passing drill "
-     "(`wavekit drill pkg`) or a signed manual drill is needed before release"),
+AT = datetime(2026, 4, 20, 12, tzinfo=UTC)
+NEEDED = "a passing drill (`wavekit drill pkg`) or a signed manual drill is needed before release"
+
+
+def _drill(days_ago: int, kind: str = "automated", passed: bool = True, **kw: object
+           ) -> DrillRecord:
+    return DrillRecord("pkg", kind, passed, AT - timedelta(days=days_ago), id=1,
+                       target="sandbox:drill-pkg", duration_seconds=12.0,
+                       objective_minutes=30.0, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("risk", "drill", "drills", "passed", "reason"), [
+    ("low", "pending", (), True, "low risk: drill not required"),
+    # Catalog text is no proof: "signed" with no recorded drill and no signer does not pass.
+    ("medium", "signed", (), False,
+     "medium risk: the catalog says the rollback drill was signed, but no drill or signer is "
+     f"recorded; {NEEDED}"),
+    ("high", "signed", (), False,
+     "high risk: the catalog says the rollback drill was signed, but no drill or signer is "
+     f"recorded; {NEEDED}"),
+    ("medium", "pending", (), False, f"medium risk: no rollback drill recorded; {NEEDED}"),
+    ("high", "not_required", (), False,
+     f"high risk: the catalog marks the rollback drill not required; {NEEDED}"),
+    # What passes: a recorded successful drill within the cadence, or a recorded signed one.
+    ("high", "pending", (_drill(3),), True,
+     "high risk: rollback drill passed on 2026-04-17 on sandbox:drill-pkg: restored in 12 s "
+     "(objective 30 min)"),
+    ("medium", "signed", (_drill(2, "manual", signed_by="Owen Scott"),), True,
+     "medium risk: rollback drill signed by Owen Scott on 2026-04-18"),
+    ("high", "signed", (_drill(31),), False,
+     "high risk: the last rollback drill passed on 2026-03-20, 31 days ago (cadence 30 days); "
+     + NEEDED),
+    ("high", "pending", (_drill(1, passed=False, failure="slow"),), False,
+     f"high risk: the last rollback drill (2026-04-19) failed: slow; {NEEDED}"),
 ])
-def test_rollback_drill(risk: str, drill: str, passed: bool, reason: str) -> None:
-    r = rollback_drill(replace(GOOD, risk=risk, fallback_drill=drill), ctx())
+def test_rollback_drill(risk: str, drill: str, drills: tuple[DrillRecord, ...], passed: bool,
+                        reason: str) -> None:
+    r = rollback_drill(replace(GOOD, risk=risk, fallback_drill=drill),
+                       ctx(drills=drills, as_of=AT))
     assert (r.name, r.passed, r.reason) == ("rollback_drill", passed, reason)
 
 

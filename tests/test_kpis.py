@@ -17,6 +17,7 @@ from wavekit.adapters.store.models import (
     Release,
     RolePackage,
 )
+from wavekit.domain.clock import utcnow
 from wavekit.domain.states import PackageState
 from wavekit.present.kpis import FACTOR_WEIGHTS, action_for, compute_kpis, deploy_confidence
 
@@ -58,9 +59,14 @@ def test_example_catalog_before_any_release(loaded_store: str) -> None:
     assert k.roles_monitored == 0 and k.coverage_health is None and k.coverage == ()
     assert k.maintenance_tasks_open == 0
     assert k.median_deploy_time is None and k.median_time_to_stable is None
-    # Every package has a fallback plan; no rollback drill is recorded yet: 0 of 5. Four
-    # are signed in the catalog (legacy input: it passes the gate, the KPI counts drills).
+    # Every package has a fallback plan; no rollback drill is recorded as of NOW: 0 of 5. Four
+    # say "signed" in the catalog: text, shown apart, counted nowhere.
     assert k.fallback_tested == (0, 5) and k.fallback_signed_catalog == 4
+    # Now, the example world's two recorded signed drills (HR, warehouse) count, and only they.
+    with session_scope(loaded_store) as s:
+        later = compute_kpis(s, utcnow())
+    assert later.fallback_tested == (2, 5) and later.fallback_signed_catalog == 2
+    assert {k for k, d in later.drills.items() if d.tested} == {HR, WH}
     # release_ready -> Release; monitoring, scheduled -> Monitor; needs_tuning -> Tune;
     # rollback_ready -> Rollback
     assert k.action_counts == {"Release": 1, "Monitor": 2, "Tune": 1, "Rollback": 1}
@@ -80,22 +86,23 @@ def test_example_catalog_before_any_release(loaded_store: str) -> None:
 
 def test_deploy_confidence_of_the_example_packages(loaded_store: str) -> None:
     c = kpis(loaded_store).deploy_confidence
-    # Nothing has shipped and no drill is recorded: every package earns half of "Last watch
-    # healthy" (never released) and at most half of the drill factor (signed in the catalog
-    # is a claim, not a recorded drill). Finance: 10 + 10 + 20 + 15 + 15 + 10 = 80.
-    assert c[FIN].score == 80 and c[FIN].level == "Medium"
+    # Nothing has shipped and no drill is recorded as of NOW (the example world's drills are
+    # recorded later): every package earns half of "Last watch healthy" (never released) and
+    # nothing of the drill factor ("signed" in the catalog is text, not a recorded drill).
+    # Finance: 0 + 10 + 20 + 15 + 15 + 10 = 70.
+    assert c[FIN].score == 70 and c[FIN].level == "Medium"
     unmet = {key: {f.name: f.points for f in conf.factors if not f.met}
              for key, conf in c.items()}
-    half = {"Rollback drill recorded": 10, "Last watch healthy": 10}
+    half = {"Rollback drill recorded": 0, "Last watch healthy": 10}
     assert unmet == {
         FIN: half,
         HR: {**half, "Risk level": 5},  # medium risk earns half of 10
         PROC: {**half, "Dependencies stable": 0},  # finance is not stable yet
-        SD: {**half, "Rollback drill recorded": 0, "Risk level": 5},  # drill pending
+        SD: {**half, "Risk level": 5},  # drill pending
         WH: {**half, "Risk level": 0},  # high risk
     }
     assert {key: conf.score for key, conf in c.items()} == {
-        FIN: 80, HR: 75, PROC: 65, SD: 65, WH: 70}
+        FIN: 70, HR: 65, PROC: 55, SD: 65, WH: 60}
     assert next(f for f in c[PROC].factors if f.name == "Dependencies stable").detail == (
         f"not stable: {FIN}")
 
@@ -115,7 +122,7 @@ def test_a_recorded_drill_and_a_stable_release_earn_full_confidence(loaded_store
     with session_scope(loaded_store) as s:
         early = compute_kpis(s, NOW - timedelta(days=10)).deploy_confidence[FIN]
     assert {f.name: f.points for f in early.factors if not f.met} == {
-        "Rollback drill recorded": 10, "Last watch healthy": 10}
+        "Rollback drill recorded": 0, "Last watch healthy": 10}
 
 
 def test_after_wave_one_ships(loaded_store: str) -> None:
@@ -136,7 +143,7 @@ def test_after_wave_one_ships(loaded_store: str) -> None:
     assert k.median_deploy_time == timedelta(hours=24)
 
     set_state(loaded_store, **{FIN: PackageState.STABLE})
-    assert kpis(loaded_store).deploy_confidence[PROC].score == 80  # its dependency is stable
+    assert kpis(loaded_store).deploy_confidence[PROC].score == 70  # its dependency is stable
     # Asking that members also cover 90% of the rule's population: finance 42/62 and HR 24/30
     # fall short, so no role is aligned.
     assert kpis(loaded_store, min_population_share=0.9).coverage_health == 0.0
@@ -223,7 +230,7 @@ def test_failed_checks_and_rollbacks_cost_confidence(loaded_store: str) -> None:
     last = next(f for f in kpis(loaded_store).deploy_confidence[HR].factors
                 if f.name == "Last watch healthy")
     assert (last.points, last.detail) == (0, "last release rolled back")
-    assert kpis(loaded_store).deploy_confidence[HR].score == 45  # 75 - 20 - 10
+    assert kpis(loaded_store).deploy_confidence[HR].score == 35  # 65 - 20 - 10
 
 
 def test_failures_after_as_of_or_before_the_period_do_not_count(loaded_store: str) -> None:
@@ -316,3 +323,16 @@ def test_deploy_time_counts_from_the_handoff_request(loaded_store: str) -> None:
     k = kpis(loaded_store)
     assert k.median_deploy_time == timedelta(hours=28) and k.period_days == 90
     assert kpis(loaded_store, period_days=365).median_deploy_time == timedelta(hours=16.5)
+
+
+def test_status_explain_states_the_kpi_period(loaded_store: str) -> None:
+    from typer.testing import CliRunner
+
+    from wavekit.present.cli import app
+
+    done = CliRunner().invoke(app, ["status", "--explain", "--database-url", loaded_store],
+                              env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "deployed in the last 90 days up to as_of" in text  # median deploy time
+    assert "no rollback in the last 90 days up to as_of" in text  # clean release history

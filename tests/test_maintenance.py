@@ -11,6 +11,7 @@ from sqlmodel import select
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import HealthCheckResult, MaintenanceTask, Release, RolePackage
+from wavekit.domain.drills import DrillRecord
 from wavekit.domain.states import PackageState
 from wavekit.workflow.maintenance import (
     BacklogItem,
@@ -31,8 +32,11 @@ NO_RESULTS = pd.DataFrame(columns=["release_id", "package_key", "check_name", "v
 
 
 def facts(key: str, **kw) -> PackageFacts:
+    # Its fallback is tested by a recorded signed drill (catalog text alone proves nothing).
+    signed = DrillRecord(key, "manual", True, D0, id=1, signed_by="Owen Scott")
     base = dict(state=PackageState.WATCHING, release_id=1, deployed_at=D0,
-                last_review_at=D0, fallback_plan="revert", fallback_drill="signed")
+                last_review_at=D0, fallback_plan="revert", fallback_drill="signed",
+                drills=(signed,))
     return PackageFacts(key=key, **{**base, **kw})
 
 
@@ -240,7 +244,7 @@ def test_backlog_opens_no_twins_and_closes_what_cleared() -> None:
     ]
     p = plan([facts("a"), facts("b"), facts("c"), facts("d"),
               facts("e", has_legacy=True, legacy_retired_at=AS_OF - timedelta(days=1)),
-              facts("f", fallback_drill="pending")],
+              facts("f", fallback_drill="pending", drills=())],
              {"a": {**HEALTHY, "access_drift": 0.2}, "b": HEALTHY, "d": HEALTHY,
               "e": HEALTHY},
              tasks=open_tasks)
@@ -248,7 +252,7 @@ def test_backlog_opens_no_twins_and_closes_what_cleared() -> None:
         ("drill:f", "rollback drill pending: no drill recorded; rehearse the rollback "
                     "(`wavekit drill f`) or record a signed manual drill")]
     assert [(i.dedupe_key, i.reason) for i in p.close] == [
-        ("drill:d", "rollback drill signed (catalog); no drill recorded by wavekit"),
+        ("drill:d", "rollback drill signed by Owen Scott on 2026-04-08"),
         ("exception_review:gone", "package is no longer in the catalog"),
         ("legacy_retirement:e", "legacy grants retired on 2026-04-12"),
         ("ownership_renewal:b", "owner reviewed on 2026-04-08"),
@@ -295,7 +299,8 @@ def test_apply_backlog_opens_closes_and_reopens(loaded_store: str) -> None:
         assert [(t.dedupe_key, t.closed_at, t.close_reason) for t in tasks] == [
             ("tuning:hr", None, None)]  # the same row, reopened
         assert tasks[0].opened_at.replace(tzinfo=UTC) == again
-        actions = [e.action for e in audit.events(s, package_key="hr-case-intake-specialist")]
+        actions = [e.action for e in audit.events(s, package_key="hr-case-intake-specialist")
+                   if e.action != "drill_recorded"]  # the example world's drill
     assert actions == ["maintenance_task_opened", "maintenance_task_closed",
                        "maintenance_task_opened"]
 
@@ -333,19 +338,22 @@ def test_nightly_plan_from_the_example_store(loaded_store: str) -> None:
     p = plan_maintenance(inputs.packages, {"finance-month-end-operator": HEALTHY},
                          inputs.results, inputs.open_tasks,
                          D0 + timedelta(days=31), MaintenanceThresholds())
-    # Finance was deployed 31 days ago and never reviewed; the service desk drill is pending;
-    # finance's drill is signed, so its drill task closes.
+    # Finance was deployed 31 days ago and never reviewed. As of then no drill is recorded
+    # (the example world's drills come later): every drill is pending, whatever the catalog
+    # text says, so finance's drill task stays open and the others open.
     assert [i.dedupe_key for i in p.open] == [
-        "drill:service-desk-resolver", "ownership_renewal:finance-month-end-operator"]
-    assert [i.dedupe_key for i in p.close] == ["drill:finance-month-end-operator"]
+        "drill:hr-case-intake-specialist", "drill:procurement-request-coordinator",
+        "drill:service-desk-resolver", "drill:warehouse-inventory-poster",
+        "ownership_renewal:finance-month-end-operator"]
+    assert [i.dedupe_key for i in p.close] == []
 
 
 @pytest.mark.parametrize("kind", ["tuning", "drill", "anomaly"])
 def test_closed_tasks_are_not_open(kind: str) -> None:
     closed = MaintenanceTask(dedupe_key=f"{kind}:a", package_key="a", kind=kind, reason="r",
                              closed_at=AS_OF)
-    p = plan([facts("a", fallback_drill="pending")], {"a": {**HEALTHY, "access_drift": 0.5,
-                                                           "export_anomaly": 9.0}},
+    p = plan([facts("a", fallback_drill="pending", drills=())],
+             {"a": {**HEALTHY, "access_drift": 0.5, "export_anomaly": 9.0}},
              tasks=[closed])
     # A closed task is not open: the wanted item is opened again (apply_backlog reopens it).
     assert f"{kind}:a" in [i.dedupe_key for i in p.open]

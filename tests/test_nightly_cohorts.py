@@ -51,5 +51,7 @@ def test_a_cohort_mid_soak_is_judged_on_its_cohort_by_the_watch_and_the_nightly_
     assert tick.action == "continue", tick
     plan = plan_from_store(rt, night)
     # The 90% not granted yet hold nothing: no access drift to tune, nothing to contain.
-    assert not [i.dedupe_key for i in plan.open if i.package_key == FIN], plan.open
+    # (A drill item may open: the package has no recorded drill, which is not about the soak.)
+    assert not [i.dedupe_key for i in plan.open
+                if i.package_key == FIN and i.kind != "drill"], plan.open
     assert not plan.tune and not plan.contain and not plan.rollback

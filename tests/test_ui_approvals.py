@@ -26,6 +26,7 @@ from wavekit.adapters.store.models import Approval, ApprovalCode, Release, RoleP
 from wavekit.adapters.targets.sandbox import SandboxTarget
 from wavekit.domain.grants import GrantSet
 from wavekit.examples import seed_target
+from wavekit.workflow.approvals import ApprovalInput
 from wavekit.workflow.runtime import build_runtime, runtime_override
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -100,6 +101,35 @@ class UiWorld:
         assert reason in last.detail["reason"], last.detail
         assert last.detail["channel"] == "prefect-ui"
         assert last.detail["requested_by"] == REQUESTER
+        # ... and answered on its channel: the next form and the run's log say why.
+        assert f"Your last input was refused: {last.detail['reason']}" in \
+            self.form_description(approval), self.form_description(approval)
+        wait_until(lambda: any(last.detail["reason"] in m for m in self.warnings(approval)),
+                   f"a warning in the run's log saying {reason!r}")
+
+    def form_description(self, approval: Approval) -> str:
+        """The text the paused run's form shows (what the Prefect UI renders above it)."""
+        from prefect.client.orchestration import get_client
+        from prefect.input.run_input import read_flow_run_input
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(approval.flow_run_id)
+        keyset = run.state.state_details.run_input_keyset
+        return str(read_flow_run_input(keyset["description"], approval.flow_run_id))
+
+    def warnings(self, approval: Approval) -> list[str]:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            LogFilter,
+            LogFilterFlowRunId,
+            LogFilterLevel,
+        )
+
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[approval.flow_run_id]),
+                level=LogFilterLevel(ge_=30)))
+        return [log.message for log in logs]
 
     def finish(self) -> dict[str, str]:
         assert self.thread is not None
@@ -123,6 +153,11 @@ def _world(loaded_store: str, smtp: tuple[Mailbox, int], monkeypatch: Any,
     settings = load_settings(database_url=loaded_store, smtp_host="127.0.0.1", smtp_port=port)
     target = SandboxTarget(loaded_store)
     seed_target(target)
+    if risk == "high":  # the rollback_drill gate wants a recorded drill (catalog text is none)
+        from wavekit.workflow.drills import record_manual_drill
+
+        record_manual_drill(build_runtime(settings, target=target), FIN,
+                            signed_by="Finance Shared Services", note="close revert rehearsed")
     world = UiWorld(loaded_store, target, box, frozenset())
     world.seeded = world.grants()
 
@@ -139,6 +174,7 @@ def _world(loaded_store: str, smtp: tuple[Mailbox, int], monkeypatch: Any,
 def test_ui_refuses_every_unproven_decision_and_the_owners_code_deploys(
         loaded_store: str, smtp: tuple[Mailbox, int], monkeypatch: Any) -> None:
     w = _world(loaded_store, smtp, monkeypatch)
+    assert "refused" not in w.form_description(w.paused(0))  # nothing to answer yet
     owner_code, delegate_code = w.mailbox.code_for(OWNER_MAIL), w.mailbox.code_for(DELEGATE_MAIL)
     with session_scope(w.url) as s:  # only hashes are stored, and the requester got none
         rows = s.exec(select(ApprovalCode)).all()
@@ -229,3 +265,15 @@ def test_five_wrong_codes_lock_the_approval_and_tell_the_owner(
         assert "locked after 5 wrong approval codes" in s.get(RolePackage, FIN).state_reason
     assert any("locked" in m["Subject"] for m in w.mailbox.to(OWNER_MAIL))
     assert w.grants() == w.seeded
+
+
+def test_the_approval_form_decides_nothing_by_default_and_has_no_channel_field() -> None:
+    """The schema the Prefect UI renders: no default decision, approver and code required,
+    no internal field (such as the channel) a person could edit."""
+    schema = ApprovalInput.model_json_schema()
+    props = schema["properties"]
+    assert set(props) == {"decision", "approver", "code", "comment"}
+    assert set(schema["required"]) == {"decision", "approver", "code"}
+    assert "default" not in props["decision"] and props["decision"]["enum"] == ["approve",
+                                                                                "reject"]
+    assert props["comment"].get("default") == ""  # the rule refuses a reject without one

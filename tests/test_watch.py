@@ -25,7 +25,7 @@ from wavekit.adapters.telemetry import TelemetryMetrics, ingest_frame
 from wavekit.domain.clock import ManualClock, as_utc
 from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.states import PackageState
-from wavekit.examples import seed_target
+from wavekit.examples import record_example_drills, seed_target
 from wavekit.examples.synth_telemetry import generate_telemetry
 from wavekit.present.kpis import compute_kpis
 from wavekit.workflow import containment, rollout, watch
@@ -94,6 +94,7 @@ class Env:
 def env(loaded_store: str) -> Iterator[Env]:
     target = SandboxTarget(loaded_store)
     seed_target(target)
+    record_example_drills(loaded_store, D0 - timedelta(days=1))  # this clock's drill evidence
     clock = ManualClock(D0)
     metrics = ScriptedMetrics()
     rt = build_runtime(load_settings(database_url=loaded_store), target=target, clock=clock,

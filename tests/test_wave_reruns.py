@@ -87,3 +87,38 @@ def test_a_timeout_stored_while_down_holds_and_closes_the_release_once(
     with session_scope(loaded_store) as s:
         assert len([e for e in audit.events(s, package_key=FIN, action="held")
                     if e.release_id == a.release_id]) == 1
+
+
+def test_a_rejection_stored_while_down_holds_and_closes_the_release_once(
+        loaded_store: str) -> None:
+    factory, target = _env(loaded_store)
+    assert _release(factory) == {FIN: "awaiting_handoff"}
+    a = _approval(loaded_store)
+    before = target.read_grants(["fin-gl-journal-post"])
+    with session_scope(loaded_store) as s:  # the Slack receiver, with no run to resume
+        settled = settle(s, a.id, Click("UFINOWNER1", "reject", comment="close week"),
+                         channel="slack", proof="slack",
+                         now=as_utc(a.requested_at) + timedelta(hours=1))
+    assert settled.final
+    assert _release(factory) == {FIN: "held"}
+    assert _release(factory) == {FIN: "awaiting_handoff"}  # the next run is a fresh attempt
+    with session_scope(loaded_store) as s:
+        pkg_reason = s.get(RolePackage, FIN).state_reason
+        release = s.get(Release, a.release_id)
+        assert release.closed and release.deployed_at is None and release.approved_at is None
+        held = [e for e in audit.events(s, package_key=FIN, action="held")
+                if e.release_id == release.id]
+        assert len(held) == 1 and "rejected by UFINOWNER1: close week" in \
+            held[0].detail["reason"]
+    assert "waiting for" in pkg_reason
+    assert target.read_grants(["fin-gl-journal-post"]) == before  # nothing was deployed
+
+
+def test_a_blank_requester_is_refused_before_anything_is_staged(loaded_store: str) -> None:
+    factory, _ = _env(loaded_store)
+    with runtime_override(factory):
+        state = release_wave(wave=1, packages=[FIN], requested_by="  ", return_state=True)
+    assert state.is_failed() and "requested_by is required" in (state.message or "")
+    with session_scope(loaded_store) as s:
+        assert s.exec(select(Release)).all() == [] and s.exec(select(Approval)).all() == []
+        assert s.get(RolePackage, FIN).state == "release_ready"

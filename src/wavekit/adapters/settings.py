@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     review_cadence_days: int = 30
+    # Who may promote, pause, resume or abort any package's rollout besides its owner and
+    # delegates: comma-separated ids (Slack id or e-mail). None by default.
+    release_managers: str = ""
     # Links to runs in messages; unset, it follows PREFECT_API_URL (the UI is served beside it).
     prefect_ui_url: str | None = None
     # Telemetry drop directory the nightly run loads (WAVEKIT_TELEMETRY_DIR); none by default.
@@ -66,6 +69,10 @@ class Settings(BaseSettings):
         # A store URL may carry a password (postgresql://user:pw@host/db): never in a repr.
         for name, value in super().__repr_args__():
             yield name, masked_url(value) if name == "database_url" and value else value
+
+    @property
+    def release_manager_set(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.release_managers.split(",") if m.strip())
 
     @property
     def enforced_guard_set(self) -> frozenset[str]:

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
+from wavekit.domain.decisions import same_person
+from wavekit.domain.health import Verdict
 from wavekit.domain.planning import Plan
 
 
@@ -153,16 +155,96 @@ def next_step(rollout: Rollout, index: int) -> int | None:
     return index + 1 if index + 1 < len(rollout.steps) else None
 
 
-def soak_action(action: str, *, steps_left: bool, paused: bool) -> str:
+@dataclass(frozen=True)
+class SoakAction:
+    """What the watch does at a stepped release's tick, and why (for a held soak)."""
+
+    action: str
+    reason: str = ""
+
+
+def thin_soak(soak: Mapping[str, Sequence[str]]) -> str | None:
+    """Why a soak that broke no limit is still no evidence to widen on; None when it is.
+
+    `soak` maps each check that had a due time in this step's soak to its verdicts there, in
+    due order. Breaking no limit is not enough: a soak of "no data" proves nothing about the
+    new cohort. Every such check needs at least one passed measurement, and its last one must
+    not have failed (or errored): a cohort is widened on evidence of health, not its absence.
+    """
+    if not soak:
+        return "no health check could measure during the soak"
+    for name, verdicts in sorted(soak.items()):
+        if Verdict.PASSED not in verdicts:
+            return f"{name} has no passed measurement in the soak"
+        if verdicts[-1] in (Verdict.FAILED, Verdict.ERROR):
+            return f"{name}'s last measurement in the soak was {verdicts[-1]}"
+    return None
+
+
+def soak_action(action: str, *, steps_left: bool, paused: bool,
+                soak: Mapping[str, Sequence[str]]) -> SoakAction:
     """The watch's action for a stepped release: a soak that passes (the watch would call the
     package Stable) widens it to its next step instead, unless a release manager paused it
-    (it waits, still watched). Every other action (continue, rollback, contain...) stands."""
+    (it waits, still watched), or the soak is too thin to judge (`thin_soak`): then it is
+    inconclusive and holds for a human (Needs tuning; promote still widens). Every other
+    action (continue, rollback, contain...) stands."""
     if action != "stable" or not steps_left:
-        return action
-    return "continue" if paused else "widen"
+        return SoakAction(action)
+    if paused:
+        return SoakAction("continue")
+    if (gap := thin_soak(soak)) is not None:
+        return SoakAction("inconclusive", f"soak inconclusive: {gap}; a release manager "
+                                          "decides (promote to widen, or abort)")
+    return SoakAction("widen")
 
 
 COHORT_ACTIONS = ("promote", "pause", "resume", "abort")
+# Actions that let more members get the package sooner; pause and abort only reduce exposure.
+WIDENING_ACTIONS = frozenset({"promote", "resume"})
+# How the actor of a cohort action was established: the CLI (run by someone holding
+# wavekit's store and target credentials, who names themself with --as), or a Prefect UI
+# form, where the open-source server cannot tell who typed the name.
+ActorProof = Literal["cli", "unverified"]
+
+
+@dataclass(frozen=True)
+class ActorFacts:
+    """Who may act on one package's rollout (the rule's inputs, read from the store/settings)."""
+
+    package_key: str
+    owner_name: str = ""
+    owners: frozenset[str] = frozenset()  # the owner's and declared delegates' ids
+    release_managers: frozenset[str] = frozenset()  # WAVEKIT_RELEASE_MANAGERS
+    local_mode: bool = False  # WAVEKIT_APPROVALS_UNVERIFIED: unproven UI input is accepted
+
+
+def may_act(action: str, actor: str, facts: ActorFacts, *, proof: ActorProof) -> ActionCheck:
+    """Who may promote, pause, resume or abort a package's rollout: one pure rule, like the
+    owner-handoff rule (wavekit.domain.decisions.decide), asked by the CLI and the UI alike.
+
+    1. the actor names themself (their Slack id or e-mail, as the catalog names people);
+    2. the actor is the package's owner or a declared delegate (accountable for its access),
+       or a configured release manager (accountable for the rollout), by id;
+    3. on the Prefect UI path nothing proves who typed the name, so an action that widens
+       exposure (promote, resume) is refused there unless local mode is on; pause and abort
+       only reduce exposure and are taken from the UI, recorded as unverified.
+    """
+    who = actor.strip()
+    if not who:
+        return ActionCheck(False, "say who you are (--as NAME): every cohort action is "
+                           "audited with who did it")
+    eligible = facts.owners | facts.release_managers
+    if not any(same_person(who, person) for person in eligible):
+        owner = facts.owner_name or "the package owner"
+        return ActionCheck(False, f"{who} may not {action} {facts.package_key}: only {owner}, "
+                           "a declared delegate or a release manager (WAVEKIT_RELEASE_MANAGERS)"
+                           " acts on its rollout")
+    if proof == "unverified" and action in WIDENING_ACTIONS and not facts.local_mode:
+        return ActionCheck(False, f"the Prefect UI cannot prove who typed {who!r}, and {action} "
+                           "widens the rollout: run `wavekit cohort "
+                           f"{action} {facts.package_key} --as {who}` instead (pause and "
+                           "abort are taken from the UI)")
+    return ActionCheck(True)
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,8 @@ def requester(value: str | None) -> str:
         raise MissingRequester("requested_by is required: who requests this wave (a Slack id "
                                "or name; they can never approve it)")
     return who
+
+
+def same_person(a: str | None, b: str | None) -> bool:
+    """Whether two ids name the same person, loosely ("<@U1>", "@u1", "U1"); blanks never."""
+    return bool(_norm(a)) and _norm(a) == _norm(b)

@@ -13,9 +13,11 @@ dashboard and the nightly backlog read:
 - once a package has a finished recorded drill, the latest one decides: passed and no older
   than the review cadence -> tested; failed -> not tested (whatever its age) until a drill
   passes; passed but older than the cadence -> due;
-- a package with no recorded drill falls back on the catalog's `fallback.drill` (legacy
-  input): `signed` passes the gate, reported as "signed (catalog)", but is not a recorded
-  drill and does not count in "Fallback tested"; `pending` and `not_required` are not tested.
+- a package with no recorded drill is not tested, whatever the catalog's `fallback.drill`
+  says: a line of catalog text proves no rehearsal and names no signer. Its legacy `signed`
+  is reported as "signed in catalog only" (a drill is still pending: run one, or record a
+  signed manual drill with `wavekit drill PACKAGE --manual --signed-by NAME --note ...`);
+  `pending` and `not_required` are reported as they say. None of them passes the gate.
 """
 
 from __future__ import annotations
@@ -132,8 +134,9 @@ def drill_standing(catalog_drill: str, drills: Iterable[DrillRecord], as_of: dat
                              f"{fmt_seconds(last.duration_seconds)} (objective "
                              f"{fmt_minutes(last.objective_minutes)})", last)
     if catalog_drill == "signed":
-        return DrillStanding("signed_catalog", True, False, "signed (catalog)",
-                             "rollback drill signed (catalog); no drill recorded by wavekit")
+        return DrillStanding("signed_catalog", False, False, "drill pending (catalog text only)",
+                             "the catalog says the rollback drill was signed, but no drill or "
+                             "signer is recorded")
     if catalog_drill == "not_required":
         return DrillStanding("not_required", False, False, "drill not required",
                              "the catalog marks the rollback drill not required")
@@ -148,7 +151,7 @@ def drill_backlog_reason(package_key: str, standing: DrillStanding) -> str | Non
         return f"{standing.detail}: fix the fallback and drill it again ({run})"
     if standing.status == "due":
         return f"rollback drill due: {standing.detail}; drill it again ({run})"
-    if standing.status == "pending":
+    if standing.status in ("pending", "signed_catalog"):
         return (f"rollback drill pending: no drill recorded; rehearse the rollback ({run}) "
                 "or record a signed manual drill")
     return None

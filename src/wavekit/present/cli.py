@@ -656,6 +656,12 @@ def _cohort(ctx: typer.Context, action: str, package_key: str, actor: str, reaso
         _error(check_action(action, actor, stepped=True, live=True, step=0, steps=2,
                             paused=False, widening=False).reason)
     rt = _runtime(ctx, database_url, target)
+    from wavekit.workflow.cohorts import CohortActionRefused, authorize
+
+    try:  # who may act: the flow asks the same rule; a stranger stops here, audited
+        authorize(rt, package_key, action, actor)
+    except CohortActionRefused as exc:
+        _error(escape(str(exc)))
     releasing.install_interrupt_handler(console, None)
     quiet_prefect()
     state = project.flow("cohort_action")(package_key, action, actor, reason,

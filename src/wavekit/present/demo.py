@@ -6,7 +6,9 @@ handed in. Synthetic telemetry makes HR Case Intake Specialist degrade after lau
 demo shows a rollback for a real reason. The rollback-drill flow drills Service Desk Resolver
 (held for its pending drill) on a sandbox copy of production's scope, which turns its "drill
 pending" into a recorded drill; the package is then released in steps (its catalog
-`rollout`): a 10 % canary cohort, widened to half and then to everyone as its soaks pass.
+`rollout`): a 10 % canary cohort, widened to half when its soak passes; a soak too thin to
+widen on (a check with no passed measurement) holds it for a human, and the demo's release
+manager (WAVEKIT_RELEASE_MANAGERS) reviews it and promotes it to everyone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import Approval, RolePackage
 from wavekit.adapters.targets.base import Target
 from wavekit.domain.clock import ManualClock
-from wavekit.examples import seed_target
+from wavekit.examples import record_example_drills, seed_target
 from wavekit.present.quiet import quiet_prefect
 from wavekit.workflow import rollout
 from wavekit.workflow.runtime import Runtime
@@ -44,6 +46,18 @@ DEMO_DECISIONS = (("hr-case-intake-specialist", 20), ("finance-month-end-operato
 # releases it in canary steps (wave 2, ahead of its wave's other package).
 DRILLED = "service-desk-resolver"
 DRILL_AT_HOURS, STEPPED_APPROVED_AT_HOURS = 30, 34
+# The demo's release manager (WAVEKIT_RELEASE_MANAGERS): requests the waves, and promotes a
+# stepped package whose soak was too thin to widen on by itself.
+DEMO_RELEASE_MANAGER = "demo-release-manager"
+
+
+def demo_promote(console: Console, day: int) -> None:
+    """A soak held for a human: the release manager reviews it and promotes (the CLI's way)."""
+    state = project.flow("cohort_action")(
+        DRILLED, "promote", DEMO_RELEASE_MANAGER,
+        "soak reviewed by the release manager (demo): no failure, thin telemetry",
+        return_state=True)
+    console.print(f"  day {day:>2}: {DRILLED} → {state.message} (demo)")
 
 
 def demo_decide(rt: Runtime, package_key: str) -> str:
@@ -87,7 +101,7 @@ def demo_drill(console: Console, rt: Runtime, package_key: str) -> None:
                   "deployed to a drill target, rolled back, read back; production not written")
     timed = dataclasses.replace(rt, clock=_RunningClock(rt.clock.now()))
     with runtime_override(lambda: timed):
-        project.flow("rollback_drill")(package_key, actor="demo-release-manager",
+        project.flow("rollback_drill")(package_key, actor=DEMO_RELEASE_MANAGER,
                                        return_state=True)
     drill_id = drills.latest_drill_id(rt, package_key)
     if drill_id is None:
@@ -114,12 +128,12 @@ def demo_stepped_release(console: Console, rt: Runtime, clock: ManualClock, pack
         name, wave = (pkg.name, pkg.wave) if pkg else (package_key, None)
     console.print(f"\n[bold]Releasing {name} in steps[/bold] (wave {wave}, catalog rollout: "
                   "a canary cohort first)")
-    release_wave(wave=wave, packages=[package_key], requested_by="demo-release-manager",
+    release_wave(wave=wave, packages=[package_key], requested_by=DEMO_RELEASE_MANAGER,
                  wait_for_owners=False)
     clock.set(approve_at)
     who = demo_decide(rt, package_key)
     states = release_wave(wave=wave, packages=[package_key],
-                          requested_by="demo-release-manager")
+                          requested_by=DEMO_RELEASE_MANAGER)
     view = progress_view(rt, package_key)
     console.print(f"  approved by {who} (demo) → {states[package_key]}: "
                   + (view.describe() if view else "no steps"))
@@ -196,7 +210,8 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
     # unverified (audit log, reports), and the demo says so.
     # Finance's owner answers after 28 hours in the story: the deadline allows it.
     settings = load_settings(target=target, database_url=url, data_dir=demo_dir,
-                             approvals_unverified=True, approval_deadline_hours=48)
+                             approvals_unverified=True, approval_deadline_hours=48,
+                             release_managers=DEMO_RELEASE_MANAGER)
     reset_store(url)
     with session_scope(url) as s:
         counts = write_catalog(s, load_catalog(catalog), source=str(catalog))
@@ -211,6 +226,12 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         # that it ends now: `wavekit status` afterwards shows the demo's closing numbers.
         launch = utcnow() - timedelta(days=15, hours=2)
         clock = ManualClock(launch)
+        # The rollback_drill gate takes recorded drills only, never catalog text: the example
+        # world's medium/high-risk packages come with a signed manual drill on record.
+        signed = record_example_drills(url, launch - timedelta(days=2))
+        console.print(f"Recorded signed manual rollback drills (example world): "
+                      f"{', '.join(signed)}; {DRILLED}: drill pending (drilled below); "
+                      "a catalog's `drill: signed` alone counts for nothing")
         frames = generate_telemetry(url, start=launch - timedelta(days=28), deployed_at=launch,
                                     days=43, degrading=DEGRADING, seed=7)
         for kind, df in frames.items():
@@ -220,7 +241,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
         console.print("\n[bold]Releasing wave 1[/bold] on Prefect (embedded server): every "
                       "package is handed to its owner at once")
         with runtime_override(lambda: rt):
-            release_wave(wave=1, requested_by="demo-release-manager", wait_for_owners=False)
+            release_wave(wave=1, requested_by=DEMO_RELEASE_MANAGER, wait_for_owners=False)
             console.print("[yellow]Local mode (WAVEKIT_APPROVALS_UNVERIFIED): the owners' "
                           "decisions below are given by the demo itself, without approval "
                           "codes, and are recorded as unverified in the audit log and the "
@@ -230,7 +251,7 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
                 who = demo_decide(rt, key)
                 console.print(f"  +{hours}h: {key} approved by {who} (demo)")
                 states = release_wave(wave=1, packages=[key],
-                                      requested_by="demo-release-manager")
+                                      requested_by=DEMO_RELEASE_MANAGER)
                 console.print(f"  +{hours}h: {key} → {states[key]}")
             clock.set(launch + timedelta(hours=DRILL_AT_HOURS))
             demo_drill(console, rt, DRILLED)
@@ -245,6 +266,8 @@ def run_demo(console: Console, *, target: str, data_dir: Path | None, catalog: P
                     if tick["action"] != "continue":
                         console.print(f"  day {day:>2}: {tick['package']} → {tick['action']} "
                                       f"({tick['reason']})")
+                    if tick["package"] == DRILLED and tick["action"] == "inconclusive":
+                        demo_promote(console, day)
             clock.set(launch + timedelta(days=15, hours=2))
             summary = nightly_maintenance(as_of=clock.now(),
                                           report_dir=str(demo_dir / "reports"))

@@ -41,23 +41,25 @@ _ACTION = {
 }
 IN_FLIGHT = frozenset({S.AWAITING_HANDOFF, S.DEPLOYING, S.WATCHING, S.CONTAINED,
                        S.ROLLING_BACK})
+DEFAULT_PERIOD_DAYS = 90  # the window of the timing and history KPIs
+
 # Deploy confidence: (factor, weight, what earns the points). Inputs are facts from the store.
 CONFIDENCE_MODEL: tuple[tuple[str, int, str], ...] = (
     ("Rollback drill recorded", 20,
      "the latest rollback drill recorded by wavekit passed within the review cadence (or the "
-     "catalog marks no drill required); a drill signed only in the catalog earns half"),
+     "catalog marks no drill required); a drill \"signed\" only in catalog text earns nothing"),
     ("Last watch healthy", 20,
      "the latest deployed release reached Stable (full) or is being watched with no failed "
      "check (half); never released earns half; a failed check or rollback earns nothing"),
     ("Clean release history", 20,
-     "no failed health check and no rollback in the period up to as_of"),
+     f"no failed health check and no rollback in the last {DEFAULT_PERIOD_DAYS} days up to "
+     "as_of"),
     ("Owner reachable", 15, "the owner or a delegate has a Slack id to receive the handoff"),
     ("Dependencies stable", 15, "every package this one depends on is Stable"),
     ("Risk level", 10, "low risk earns all, medium half, high none"),
 )
 FACTOR_WEIGHTS = {name: weight for name, weight, _ in CONFIDENCE_MODEL}
 RISK_POINTS = {"low": 1.0, "medium": 0.5, "high": 0.0}  # share of the risk factor's weight
-DEFAULT_PERIOD_DAYS = 90  # the window of the timing and history KPIs
 
 # What each figure means: one place, shown by `wavekit status --explain` and the dashboard.
 DEFINITIONS: dict[str, str] = {
@@ -72,9 +74,11 @@ DEFINITIONS: dict[str, str] = {
     "Active waves": "Waves with a package handing off, deploying, watching, contained or "
                     "rolling back.",
     "Median deploy time": "Median of owner handoff requested -> package deployed, over "
-                          "releases deployed in the period up to as_of (the wait for owners "
-                          "counts); a release with no handoff counts from staging.",
-    "Median time to stable": "The same start -> the watch declaring the package Stable.",
+                          f"releases deployed in the last {DEFAULT_PERIOD_DAYS} days up to "
+                          "as_of (the wait for owners counts); a release with no handoff "
+                          "counts from staging.",
+    "Median time to stable": "The same start -> the watch declaring the package Stable, over "
+                             f"releases Stable in the last {DEFAULT_PERIOD_DAYS} days.",
     "Fallback tested": "Packages with a fallback plan whose latest recorded rollback drill "
                        "passed within the review cadence, of packages with a fallback plan.",
     "Deploy confidence": "0-100, the sum of weighted facts: "
@@ -207,8 +211,8 @@ def deploy_confidence(pkg: RolePackage, dependency_states: dict[str, PackageStat
         return Factor(name, w[name], round(w[name] * share), detail)
 
     drilled = drill or drill_standing(pkg.fallback_drill, (), utcnow(), 0)
-    drill_share = (1.0 if drilled.recorded or drilled.status == "not_required"
-                   else 0.5 if drilled.status == "signed_catalog" else 0.0)
+    # A recorded drill is the fact; catalog text that says "signed" earns nothing.
+    drill_share = 1.0 if drilled.recorded or drilled.status == "not_required" else 0.0
     reachable = bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ())
     unstable = sorted(k for k, st in dependency_states.items() if st != S.STABLE)
     last = history.last_release

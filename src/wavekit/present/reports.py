@@ -703,10 +703,9 @@ def _lead(kpis: PortalKpis, rows: list[dict[str, Any]]) -> dict[str, Any] | None
     handoff_ready = bool(pkg.owner_name.strip()) and (
         bool(pkg.owner_slack_id) or any(d.get("slack_id") for d in pkg.delegates or ()))
     drill = kpis.drills.get(pkg.key)
-    tested = drill.tested if drill else pkg.fallback_drill == "signed"
     return {**best, "handoff": "Ready" if handoff_ready else "Owner not reachable",
-            "fallback": ("Drilled" if drill and drill.recorded else
-                         "Signed (catalog)" if tested else
+            "fallback": ("Drilled" if drill and drill.status == "drilled" else
+                         "Signed drill" if drill and drill.status == "signed" else
                          "Defined" if pkg.fallback_plan.strip() else "Missing")}
 
 

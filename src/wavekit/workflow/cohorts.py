@@ -30,9 +30,12 @@ from wavekit.adapters.store.models import CohortProgress, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.domain.clock import as_utc
 from wavekit.domain.cohorts import (
+    ActorFacts,
+    ActorProof,
     Rollout,
     check_action,
     cohorts,
+    may_act,
     next_step,
     restrict_plan,
     rollout_from,
@@ -128,6 +131,7 @@ class StepFacts:
     paused: bool
     paused_by: str | None
     granted: frozenset[str]
+    started_at: datetime | None = None  # when the current step started deploying
 
     @property
     def steps_left(self) -> bool:
@@ -140,7 +144,8 @@ def step_facts(s: Session, release_id: int) -> StepFacts | None:
     if row is None:
         return None
     return StepFacts(row.step, row.steps, row.status, row.paused_at is not None, row.paused_by,
-                     store.granted_members(s, release_id) or frozenset())
+                     store.granted_members(s, release_id) or frozenset(),
+                     as_utc(row.step_started_at) if row.step_started_at else None)
 
 
 def complete(s: Session, release_id: int) -> bool:
@@ -286,16 +291,42 @@ def _live_release(s: Session, key: str) -> Release | None:
                   .order_by(col(Release.id).desc())).first()
 
 
-def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str = ""
-                   ) -> ActionOutcome:
-    """Check and record a release manager's promote / pause / resume / abort (audited with
-    who did it). Pause and resume are done here; promote and abort are returned for the
+def actor_facts(rt: Runtime, view: PackageView) -> ActorFacts:
+    """Who may act on the package's rollout: its owner and delegates, the release managers."""
+    people = [view.owner_slack_id, view.owner_email,
+              *(d.get(k) for d in view.delegates for k in ("slack_id", "email"))]
+    return ActorFacts(view.key, view.owner_name, frozenset(p for p in people if p),
+                      rt.settings.release_manager_set, rt.settings.approvals_unverified)
+
+
+def authorize(rt: Runtime, key: str, action: str, actor: str, proof: ActorProof = "cli"
+              ) -> None:
+    """Raise CohortActionRefused unless `actor` may act on the package's rollout (`may_act`);
+    a refusal is audited (`cohort_action_refused`) and changes nothing else."""
+    with session_scope(rt.database_url) as s:
+        if s.get(RolePackage, key) is None:
+            raise CohortActionRefused(f"no package {key!r} in the catalog")
+        who = may_act(action, actor, actor_facts(rt, load_package_view(s, key)), proof=proof)
+        if not who.allowed:
+            audit.record(s, "cohort_action_refused", actor=actor.strip() or "unknown",
+                         package_key=key, at=rt.clock.now(), requested=action,
+                         reason=who.reason, proof=proof)
+    if not who.allowed:
+        raise CohortActionRefused(f"cannot {action} {key}: {who.reason}")
+
+
+def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str = "",
+                   proof: ActorProof = "cli") -> ActionOutcome:
+    """Check and record a promote / pause / resume / abort (audited with who did it, and how
+    that was established: `proof`). Who may act is `may_act`; a refusal is audited and
+    changes nothing. Pause and resume are done here; promote and abort are returned for the
     caller to run (the widen, the rollback-package flow)."""
     now = rt.clock.now()
     actor = actor.strip()
+    authorize(rt, key, action, actor, proof)
     with session_scope(rt.database_url) as s:
         pkg = s.get(RolePackage, key)
-        if pkg is None:
+        if pkg is None:  # removed from the catalog since authorize read it
             raise CohortActionRefused(f"no package {key!r} in the catalog")
         release = _live_release(s, key)
         facts = (step_facts(s, release.id)
@@ -317,7 +348,7 @@ def request_action(rt: Runtime, key: str, action: str, actor: str, reason: str =
         why = reason.strip() or f"{action} by {actor}"
         audit.record(s, f"cohort_{action}", actor=actor, package_key=key, wave=pkg.wave,
                      release_id=release.id, at=now, step=row.step + 1, steps=row.steps,
-                     granted=row.granted, total=row.total, reason=why)
+                     granted=row.granted, total=row.total, reason=why, proof=proof)
         if action == "pause":
             row.paused_at, row.paused_by, row.pause_reason = now, actor, why
             pkg.state_reason = (f"paused by {actor} at step {row.step + 1}/{row.steps} "

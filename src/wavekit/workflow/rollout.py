@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from wavekit.adapters.store import audit, suspensions
-from wavekit.adapters.store.approvals import settle, time_out
+from wavekit.adapters.store.approvals import last_form_refusal, settle, time_out
 from wavekit.adapters.store.bundles import load_bundle, record_bundle
 from wavekit.adapters.store.drills import drill_records
 from wavekit.adapters.store.engine import get_one, session_scope
@@ -317,6 +317,21 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
     store is the source of truth, so a decision the Slack receiver recorded wins), or None
     while it still waits (the decision was refused, or four eyes need another approver).
     """
+    return _judge(rt, approval_id, decision, approver, comment, channel, code=code,
+                  proof=proof).decided
+
+
+@dataclass(frozen=True)
+class FormAnswer:
+    """What became of a decision: the approval's final decision once decided (None while it
+    waits), and why the decision was refused, to answer on its channel ("" when it was not)."""
+
+    decided: str | None
+    refused: str = ""
+
+
+def _judge(rt: Runtime, approval_id: int, decision: str, approver: str, comment: str,
+           channel: str, *, code: str, proof: Proof | None) -> FormAnswer:
     now = rt.clock.now()
     click = Click(approver.strip(), decision, comment=comment.strip(), code=code)
     with session_scope(rt.database_url) as s:
@@ -326,24 +341,26 @@ def record_decision(rt: Runtime, approval_id: int, decision: str, approver: str,
         from wavekit.workflow.approval_codes import notify_locked
 
         notify_locked(rt, settled.ctx)
+    refused = settled.outcome.reason if settled.outcome.verdict is Ruling.REFUSE else ""
     if settled.final or settled.outcome.verdict is Ruling.ALREADY_DECIDED:
-        return apply_decision(rt, approval_id)
-    return None
+        return FormAnswer(apply_decision(rt, approval_id), refused)
+    return FormAnswer(None, refused)
 
 
 def record_form_input(rt: Runtime, approval_id: int, attempt: int, decision: str,
-                      approver: str, code: str, comment: str) -> str | None:
+                      approver: str, code: str, comment: str) -> FormAnswer:
     """The UI form's input for pause `attempt` of this approval, judged once (a re-run that
-    reads the same input again does not judge it twice). As `record_decision` returns."""
+    reads the same input again does not judge it twice), with the refusal's reason."""
     with session_scope(rt.database_url) as s:
         approval = get_one(s, Approval, approval_id)
         fresh = approval.form_inputs == attempt
         if fresh:
             approval.form_inputs += 1
     if not fresh:
-        return apply_decision(rt, approval_id) if _decided(rt, approval_id) else None
-    return record_decision(rt, approval_id, decision, approver, comment, "prefect-ui",
-                           code=code)
+        return FormAnswer(apply_decision(rt, approval_id) if _decided(rt, approval_id)
+                          else None)
+    return _judge(rt, approval_id, decision, approver, comment, "prefect-ui", code=code,
+                  proof=None)
 
 
 def _decided(rt: Runtime, approval_id: int) -> bool:
@@ -662,19 +679,31 @@ def handoff_timeout_seconds(rt: Runtime, request: HandoffRequest, step: HandoffS
 
 @dataclass(frozen=True)
 class FormWait:
-    """The next wait of a run for its owner: already decided, or pause number `attempt`."""
+    """The next wait of a run for its owner: already decided, or pause number `attempt`
+    (with why the form's last input was refused, for the form to say)."""
 
     decided: bool
     attempt: int
     timeout: int
+    last_refusal: str | None = None
+
+    def description(self, package_key: str, wave: int | None) -> str:
+        """The form's text: what to enter, and why the last input was refused, if it was."""
+        ask = (f"Approve {package_key} for wave {wave}? Enter your approver id and the "
+               "one-time code wavekit sent you.")
+        if self.last_refusal:
+            return f"Your last input was refused: {self.last_refusal}.\n\n{ask}"
+        return ask
 
 
 def form_wait(rt: Runtime, request: HandoffRequest, step: HandoffStep) -> FormWait:
-    """Read, before each pause, whether a decision arrived meanwhile and which pause this is."""
+    """Read, before each pause, whether a decision arrived meanwhile, which pause this is and
+    why the form's last input was refused (from the store: a suspended run restarts)."""
     with session_scope(rt.database_url) as s:
         approval = get_one(s, Approval, request.approval_id)
         decided, attempt = approval.decision is not None, approval.form_inputs
-    return FormWait(decided, attempt, handoff_timeout_seconds(rt, request, step))
+        refusal = last_form_refusal(s, request.approval_id) if attempt else None
+    return FormWait(decided, attempt, handoff_timeout_seconds(rt, request, step), refusal)
 
 
 def apply_stored_decision(rt: Runtime, approval_id: int) -> str:

@@ -235,11 +235,15 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
             return _conclude(rt, release_id, action, assessment, measured, as_of, who,
                              tuple(c.name for c, _ in anomalies))
     assessment = _assess(rt, release_id, checks)
-    action = soak_action(watch_action(assessment, state,
-                                      rollback_on_anomaly=rollback_on_anomaly,
-                                      new_anomaly=False, watch_over=as_of >= end),
-                         steps_left=steps is not None and steps.steps_left,
-                         paused=steps is not None and steps.paused)
+    action = watch_action(assessment, state, rollback_on_anomaly=rollback_on_anomaly,
+                          new_anomaly=False, watch_over=as_of >= end)
+    if steps is not None:
+        soaked = soak_action(action, steps_left=steps.steps_left, paused=steps.paused,
+                             soak=_soak_verdicts(rt, release_id, checks, start, end, as_of,
+                                                 steps.started_at or start))
+        action = soaked.action
+        if soaked.reason:
+            assessment = Assessment(Verdict.INCONCLUSIVE, soaked.reason)
     if action == "widen":
         assert steps is not None, "only a stepped release widens"
         assessment = Assessment(Verdict.PASSED, f"soak of step {steps.step + 1}/{steps.steps} "
@@ -258,6 +262,24 @@ def watch_tick(rt: Runtime, release_id: int, as_of: datetime, metrics: MetricsSo
             reason = f"soak passed; paused by {steps.paused_by}: promote or resume to widen"
         return TickOutcome(release_id, view.key, "continue", reason, measured,
                            release.next_check_at, as_of=as_of)
+
+
+def _soak_verdicts(rt: Runtime, release_id: int, checks: list[HealthCheck], start: datetime,
+                   end: datetime, as_of: datetime, soak_from: datetime
+                   ) -> dict[str, list[str]]:
+    """Each check owed a measurement in the current step's soak -> its verdicts there."""
+    could = {c.name for c in checks
+             if any(t >= soak_from for t in due_times(c, start, end, as_of))}
+    out: dict[str, list[str]] = {name: [] for name in could}
+    with session_scope(rt.database_url) as s:
+        rows = s.exec(select(HealthCheckResult.check_name, HealthCheckResult.due_at,
+                             HealthCheckResult.verdict)
+                      .where(HealthCheckResult.release_id == release_id)
+                      .order_by(HealthCheckResult.due_at))  # type: ignore[arg-type]
+        for name, due, verdict in rows:
+            if name in out and as_utc(due) >= soak_from:
+                out[name].append(verdict)
+    return out
 
 
 def _assess(rt: Runtime, release_id: int, checks: list[HealthCheck]) -> Assessment:

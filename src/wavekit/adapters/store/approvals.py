@@ -20,6 +20,7 @@ from wavekit.adapters.store.models import (
     Approval,
     ApprovalCode,
     ApprovalSignoff,
+    AuditEvent,
     Release,
     RolePackage,
 )
@@ -234,3 +235,19 @@ def time_out(session: Session, approval_id: int, now: datetime) -> bool:
     session.expire_all()
     return bool(won)
 
+
+def last_form_refusal(session: Session, approval_id: int) -> str | None:
+    """Why the approval's latest Prefect UI input was refused (None: none was), for the
+    next form to say: the person typing learns why on the channel they used."""
+    approval = session.get(Approval, approval_id)
+    if approval is None:
+        return None
+    refusals = session.exec(select(AuditEvent)
+                            .where(AuditEvent.action == "approval_refused",
+                                   AuditEvent.release_id == approval.release_id)
+                            .order_by(AuditEvent.id.desc()))  # type: ignore[union-attr]
+    for event in refusals:
+        if event.detail.get("approval_id") == approval_id and \
+                event.detail.get("channel") == "prefect-ui":
+            return str(event.detail.get("reason") or "refused")
+    return None
