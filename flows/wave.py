@@ -7,9 +7,9 @@ release_wave(wave)                     one flow run per wave
      an anomaly → contain(pkg): suspend the grants at risk, tell the owner; still watched
 
 Under a deployment (the production path) each package is its own `roll-out-package` run and
-suspends at the owner handoff: no worker slot or process waits for an owner. The decision
-(Slack, the UI form, `wavekit approve`) resumes it and the run starts again from the top;
-every stage is keyed in the store, so re-entering it is safe.
+suspends at the owner handoff: no worker slot or process waits for an owner. The decision (a
+Slack button, or the run's form in the Prefect UI) resumes it and the run starts again from
+the top; every stage is keyed in the store, so re-entering it is safe.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from wavekit.adapters.slack.notifier import announce_handoff
 from wavekit.adapters.store.waves import plan_wave_order
 from wavekit.adapters.targets.base import BatchResult
 from wavekit.domain.decisions import requester
+from wavekit.present.releasing import wave_run_tag
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
 from wavekit.workflow import approval_codes, cohorts, containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
@@ -351,6 +352,7 @@ def start_package_run(package_key: str, wave: int, requested_by: str) -> str:
 
     run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=False,
                          flow_run_name=f"{package_key} · wave {wave}",
+                         tags=[wave_run_tag(_flow_run_id() or "")],
                          parameters={"package_key": package_key, "wave": wave,
                                      "requested_by": requested_by})
     return f"started {run.name}"

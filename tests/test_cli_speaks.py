@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from tests.support.servers import wait_until
 from tests.test_cli import _commands
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import session_scope
@@ -22,6 +24,7 @@ from wavekit.adapters.store.models import RolePackage
 from wavekit.examples import EXAMPLE_CATALOG
 from wavekit.present.cli import app
 
+pytest_plugins = ["tests.support.prefect_server"]
 WAVEKIT = Path(sys.executable).with_name("wavekit")
 WAVE_1 = ("finance-month-end-operator", "hr-case-intake-specialist")
 
@@ -149,3 +152,46 @@ def test_status_explain_says_what_every_figure_means(tmp_path: Path) -> None:
     plain = subprocess.run([str(WAVEKIT), "status"], env=env, capture_output=True, text=True,
                            timeout=120, stdin=subprocess.DEVNULL)
     assert plain.returncode == 0 and "What the figures mean" not in plain.stdout
+
+
+def _registered(api: str, served: subprocess.Popen, *names: str) -> None:
+    """Wait until `wavekit serve` has registered these deployments on the server."""
+    def ready() -> bool:
+        if served.poll() is not None:
+            raise RuntimeError(f"wavekit serve exited with {served.returncode}")
+        return all(httpx.get(f"{api}/deployments/name/{n}/{n}", timeout=5).status_code == 200
+                   for n in names)
+    wait_until(ready, timeout=240, what="wavekit's deployments")
+
+
+@pytest.mark.slow
+def test_release_on_a_server_serving_wavekit_follows_each_package_and_returns(
+        prefect_server, wavekit_serve, tmp_path: Path) -> None:
+    # The package runs are top-level runs (a subflow cannot suspend): the follower finds them
+    # by the wave run's tag, and returns once each one is suspended for its owner.
+    url = _loaded(tmp_path)
+    _registered(prefect_server.api, wavekit_serve(url), "release-wave", "roll-out-package")
+    env = prefect_server.env(WAVEKIT_DATABASE_URL=url, WAVEKIT_DATA_DIR=str(tmp_path / "cli"),
+                             WAVEKIT_APPROVALS_UNVERIFIED="true", COLUMNS="400",
+                             WAVEKIT_PREFECT_UI_URL=prefect_server.url)
+    t0 = time.monotonic()
+    done = subprocess.run([str(WAVEKIT), "release", "--wave", "1", "--as", "rm-alex"], env=env,
+                          capture_output=True, text=True, timeout=200,
+                          stdin=subprocess.DEVNULL)
+    took = time.monotonic() - t0
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert "started on the Prefect server as run" in out, out
+    for key in WAVE_1:
+        waiting = next((ln for ln in out.splitlines() if f"{key}: waiting for" in ln), "")
+        assert f"{key}: staged +" in out, out
+        assert f"in the run's form in the Prefect UI · {prefect_server.url}/runs/flow-run/" \
+            in waiting, out
+    assert "the decision resumes the run by itself" in out, out
+    assert "Local mode: the form takes no one-time code" in out, out
+    with session_scope(url) as s:
+        assert {k: s.get(RolePackage, k).state for k in WAVE_1} == {
+            k: "awaiting_handoff" for k in WAVE_1}
+    assert took < 180, f"followed for {took:.0f} s after every package was suspended"
+    print(f"release on the server returned in {took:.1f} s")

@@ -291,8 +291,9 @@ def release(ctx: typer.Context, wave: int = WaveOption,
                 None, "--as", metavar="WHO",
                 help="Who requests the wave (Slack id or name; default: your OS user)."),
             wait: bool = typer.Option(
-                False, "--wait", help="Ad-hoc runs only: keep this process waiting for the "
-                "owners (needs a Prefect server the approvers can reach)."),
+                False, "--wait", help="When the wave runs here: keep this process waiting "
+                "for the owners, who decide in the run's form (needs PREFECT_API_URL: a "
+                "Prefect server they can reach)."),
             database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Release a wave: stage every package, hand each to its owner, deploy what is approved.
 

@@ -21,8 +21,20 @@ from wavekit.adapters.store.models import AuditEvent
 from wavekit.domain.states import PackageState
 
 
-def describe(event: AuditEvent, ui_url: str | None = None) -> str | None:
-    """One line for an audit event worth showing during a release, else None."""
+def decide_where(link: str | None, slack: bool) -> str:
+    """Where an owner can decide, as this configuration makes true: the run's form exists only
+    while a run waits on a reachable Prefect server (`link`), Slack only when configured."""
+    if link:
+        return f"in the run's form in the Prefect UI{' or in Slack' if slack else ''} · {link}"
+    if slack:
+        return "in Slack"
+    return "nobody can decide it yet (no Slack, no run waiting on a Prefect server; see below)"
+
+
+def describe(event: AuditEvent, ui_url: str | None = None, *, slack: bool = True
+             ) -> str | None:
+    """One line for an audit event worth showing during a release, else None. `ui_url` only
+    when the package's run waits for its form on a Prefect server the owners can reach."""
     d: dict[str, Any] = event.detail or {}
     pkg = f"[bold]{event.package_key}[/bold]"
     if event.action == "plan_staged":
@@ -30,9 +42,8 @@ def describe(event: AuditEvent, ui_url: str | None = None) -> str | None:
         return (f"{pkg}: staged +{d.get('adds', 0)} grants, -{d.get('removes', 0)}, "
                 f"{d.get('retirements', 0)} legacy to retire{resumed}")
     if event.action == "approval_requested":
-        link = (f" · {flow_run_url(ui_url, event.flow_run_id)}"
-                if ui_url and event.flow_run_id else "")
-        where = f"in Slack or the run's form in the Prefect UI{link}" if link else "in Slack"
+        link = flow_run_url(ui_url, event.flow_run_id) if ui_url and event.flow_run_id else None
+        where = decide_where(link, slack)
         return (f"{pkg}: [yellow]waiting for {d.get('owner') or 'the owner'}[/yellow] to "
                 f"decide by {str(d.get('deadline', ''))[:16]} UTC — {where}")
     if event.action in ("approval_decided", "approval_timed_out"):
@@ -65,8 +76,9 @@ class Follower:
     """Prints new audit events of one wave's packages as they are written."""
 
     def __init__(self, console: Console, database_url: str, packages: list[str],
-                 ui_url: str | None = None) -> None:
+                 ui_url: str | None = None, slack: bool = True) -> None:
         self.console, self.database_url, self.ui_url = console, database_url, ui_url
+        self.slack = slack
         self.packages = list(packages)
         with session_scope(database_url) as s:
             last = s.exec(select(AuditEvent.id).order_by(AuditEvent.id.desc())).first()  # type: ignore[union-attr]
@@ -82,7 +94,7 @@ class Follower:
         printed = 0
         for event in rows:
             self.last_id = max(self.last_id, event.id or 0)
-            if (line := describe(event, self.ui_url)) is not None:
+            if (line := describe(event, self.ui_url, slack=self.slack)) is not None:
                 self.console.print(line)
                 printed += 1
         return printed
@@ -90,9 +102,10 @@ class Follower:
 
 @contextmanager
 def following(console: Console, database_url: str, packages: list[str],
-              ui_url: str | None = None, interval: float = 0.5) -> Iterator[Follower]:
+              ui_url: str | None = None, interval: float = 0.5, *, slack: bool = True
+              ) -> Iterator[Follower]:
     """Follow the packages in a background thread while the body runs, then catch up."""
-    follower = Follower(console, database_url, packages, ui_url)
+    follower = Follower(console, database_url, packages, ui_url, slack)
     stop = threading.Event()
 
     def loop() -> None:
