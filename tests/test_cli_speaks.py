@@ -45,7 +45,7 @@ def test_help_shows_real_metavars_and_every_option_is_explained(name, cmd) -> No
 def test_store_options_are_the_same_on_every_command_that_opens_the_store() -> None:
     root = get_command(app)
     for name in ("load", "plan", "status", "release", "rollback", "watch", "maintenance",
-                 "telemetry", "report", "slack-receiver"):
+                 "telemetry", "report", "slack-receiver", "serve"):
         opts = {o for p in root.commands[name].params for o in p.opts}  # type: ignore[attr-defined]
         assert "--database-url" in opts, name
 

@@ -97,10 +97,10 @@ def _runtime(ctx: typer.Context, database_url: str | None, target: str | None = 
     return rt
 
 
-def _check_store() -> None:
+def _check_store(database_url: str | None = None) -> None:
     """Before serving: the store the flow runs will open must be usable (an empty one is
     created), or the command stops with one line."""
-    get_engine(load_settings().resolved_database_url())
+    get_engine(load_settings(database_url=database_url).resolved_database_url())
 
 
 def _fail_invalid(exc: catalog_mod.CatalogInvalid) -> None:
@@ -509,13 +509,18 @@ def report(ctx: typer.Context, out: Path = typer.Option(Path("out"), "--out", me
 
 @app.command("serve")
 def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
-                                            help="Serve without the cron/interval schedules.")
-          ) -> None:
+                                            help="Serve without the cron/interval schedules."),
+          database_url: str | None = DbOption) -> None:
     """Serve prefect.yaml's deployments to a Prefect server (PREFECT_API_URL).
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api wavekit serve
     """
-    _check_store()
+    import os
+
+    _check_store(database_url)
+    if database_url:
+        # Each served run is a process of its own that wires its store from the environment.
+        os.environ["WAVEKIT_DATABASE_URL"] = database_url
     quiet_prefect(terminal=False)
     from wavekit.present.serving import serve_all
 
