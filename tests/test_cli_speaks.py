@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -195,3 +197,126 @@ def test_release_on_a_server_serving_wavekit_follows_each_package_and_returns(
             k: "awaiting_handoff" for k in WAVE_1}
     assert took < 180, f"followed for {took:.0f} s after every package was suspended"
     print(f"release on the server returned in {took:.1f} s")
+
+
+def _deployed(tmp_path: Path) -> tuple[str, str]:
+    """Wave 1 released in this process as the demo does it: the example catalog, the sandbox
+    seeded, HR approved by its owner and deployed. Returns (store URL, package)."""
+    from wavekit.adapters.settings import load_settings
+    from wavekit.adapters.targets.sandbox import SandboxTarget
+    from wavekit.examples import seed_target
+    from wavekit.present.demo import demo_decide
+    from wavekit.workflow.runtime import build_runtime, runtime_override
+
+    url = _loaded(tmp_path)
+    seed_target(SandboxTarget(url))
+    rt = build_runtime(load_settings(database_url=url, approvals_unverified=True))
+    key = WAVE_1[1]
+    release_wave = __import__("flows.wave", fromlist=["release_wave"]).release_wave
+    with runtime_override(lambda: rt):
+        release_wave(wave=1, packages=[key], requested_by="rm-alex", wait_for_owners=False)
+        demo_decide(rt, key)
+        release_wave(wave=1, packages=[key], requested_by="rm-alex")
+    with session_scope(url) as s:
+        assert s.get(RolePackage, key).state == "watching"
+    return url, key
+
+
+def _table_rows(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith("│")]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_watch_maintenance_and_rollback_print_what_they_did_as_tables(tmp_path: Path) -> None:
+    from wavekit.adapters.store.models import Release
+    from wavekit.domain.clock import utcnow
+
+    url, key = _deployed(tmp_path)
+    runner, env = CliRunner(), {"COLUMNS": "200"}
+    with session_scope(url) as s:  # a health check falls due
+        release = s.exec(select(Release).where(Release.package_key == key)).one()
+        release.next_check_at = utcnow() - timedelta(minutes=1)
+        s.add(release)
+
+    watched = runner.invoke(app, ["watch", "--database-url", url], env=env)
+    assert watched.exit_code == 0, watched.output
+    assert watched.output.startswith("Watch") and "Nothing due" not in watched.output
+    assert any(key in row for row in _table_rows(watched.output)), watched.output
+
+    nightly = runner.invoke(app, ["maintenance", "--database-url", url,
+                                  "--reports", str(tmp_path / "out")], env=env)
+    assert nightly.exit_code == 0, nightly.output
+    assert nightly.output.startswith("Nightly maintenance"), nightly.output
+    assert any("watch checks taken" in row for row in _table_rows(nightly.output))
+    assert "{" not in nightly.output  # a table, not a raw dict
+
+    rolled = runner.invoke(app, ["rollback", key, "--as", "rm-alex", "--reason", "tickets",
+                                 "--database-url", url], env=env)
+    assert rolled.exit_code == 0, rolled.output
+    assert rolled.output.startswith("Rollback"), rolled.output
+    row = next(r for r in _table_rows(rolled.output) if key in r)
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[-1] == "equal" and cells[2] == cells[3] != "0", cells  # prior = read back
+    with session_scope(url) as s:
+        assert s.get(RolePackage, key).state == "rolled_back"
+
+
+def test_release_against_an_unreachable_server_or_wait_without_one_says_what_to_do(
+        tmp_path: Path) -> None:
+    from tests.support.servers import free_port
+
+    url = _loaded(tmp_path)
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    for env, says in (({**_env(tmp_path, url), "PREFECT_API_URL": api, "COLUMNS": "60"},
+                       f"the Prefect server at {api} does not answer"),
+                      ({**_env(tmp_path, url), "COLUMNS": "60"},
+                       "--wait needs a Prefect server the owners can reach")):
+        done = subprocess.run([str(WAVEKIT), "release", "--wave", "1", "--wait"], env=env,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        out = (done.stdout + done.stderr).strip()
+        assert done.returncode == 1, out
+        assert says in out and len(out.splitlines()) == 1, out
+        assert "Traceback" not in out
+    with session_scope(url) as s:  # nothing was started
+        assert {k: s.get(RolePackage, k).state for k in WAVE_1} != {
+            k: "awaiting_handoff" for k in WAVE_1}
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigint_while_release_waits_at_a_handoff_stop_in_one_line(
+        prefect_server, tmp_path: Path) -> None:
+    # --wait against a reachable server that does not serve wavekit: the wave runs here and
+    # each package run pauses for its form; the signal must not wait for the pause to end.
+    url = _loaded(tmp_path)
+    env = prefect_server.env(WAVEKIT_DATABASE_URL=url, WAVEKIT_DATA_DIR=str(tmp_path / "cli"),
+                             COLUMNS="400")
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        proc = subprocess.Popen([str(WAVEKIT), "release", "--wave", "1", "--wait", "--as",
+                                 "rm-alex"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        seen, deadline = "", time.monotonic() + 240
+        while sum(f"{k}: waiting for" in seen for k in WAVE_1) < 2 \
+                and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert all(f"{k}: waiting for" in seen for k in WAVE_1), seen
+        assert "in the run's form in the Prefect UI" in seen, seen
+        time.sleep(2)  # the runs are paused now, not merely asking
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+        out = seen + rest
+        assert took < 5, f"{sig.name}: took {took:.1f} s to stop"
+        assert proc.returncode == code, out
+        assert "Traceback" not in out, out
+        said = [ln for ln in rest.splitlines() if ln.strip()]
+        assert len(said) == 1 and f"{sig.name}: stopped" in said[0], rest
+        assert "run `wavekit release --wave 1` to resume" in said[0]
+        with session_scope(url) as s:  # consistent: still waiting for the same owners
+            assert {k: s.get(RolePackage, k).state for k in WAVE_1} == {
+                k: "awaiting_handoff" for k in WAVE_1}

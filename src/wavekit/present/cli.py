@@ -311,8 +311,9 @@ def release(ctx: typer.Context, wave: int = WaveOption,
     releasing.install_interrupt_handler(console, wave)
     if dry_run:
         quiet_prefect()
-        result = project.flow("release_wave")(wave=wave, dry_run=True, packages=package or None,
-                                              requested_by=who)
+        result = releasing.off_main_thread(project.flow("release_wave"), wave=wave,
+                                           dry_run=True, packages=package or None,
+                                           requested_by=who)
         console.print(f"Dry run of wave {wave}: nothing was written.")
         for key in result:
             console.print(f"  {key}")
@@ -342,8 +343,8 @@ def rollback(ctx: typer.Context,
         _error(str(exc))
     releasing.install_interrupt_handler(console, None)
     quiet_prefect()
-    result = project.flow("rollback_package")(package_key, reason,
-                                              actor=actor or releasing.os_user())
+    result = releasing.off_main_thread(project.flow("rollback_package"), package_key, reason,
+                                       actor=actor or releasing.os_user())
     table = Table("package", "release", "prior bundle", "target read back", "proof",
                   title="Rollback", title_justify="left")
     table.add_row(package_key, str(result["release_id"]), str(result["prior"]),
@@ -661,8 +662,8 @@ def _cohort(ctx: typer.Context, action: str, package_key: str, actor: str, reaso
     rt = _runtime(ctx, database_url, target)
     releasing.install_interrupt_handler(console, None)
     quiet_prefect()
-    state = project.flow("cohort_action")(package_key, action, actor, reason,
-                                          return_state=True)
+    state = releasing.off_main_thread(project.flow("cohort_action"), package_key, action,
+                                      actor, reason, return_state=True)
     if state.is_failed():
         _error(escape(state.message or f"{action} failed"))
     console.print(f"[green]✓ {escape(state.message or action)}[/green]")

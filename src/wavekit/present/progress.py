@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +18,8 @@ from sqlmodel import select
 
 from wavekit.adapters.slack import flow_run_url
 from wavekit.adapters.store.engine import session_scope
-from wavekit.adapters.store.models import AuditEvent
+from wavekit.adapters.store.models import Approval, AuditEvent, RolePackage
+from wavekit.domain.clock import as_utc
 from wavekit.domain.states import PackageState
 
 
@@ -42,10 +44,7 @@ def describe(event: AuditEvent, ui_url: str | None = None, *, slack: bool = True
         return (f"{pkg}: staged +{d.get('adds', 0)} grants, -{d.get('removes', 0)}, "
                 f"{d.get('retirements', 0)} legacy to retire{resumed}")
     if event.action == "approval_requested":
-        link = flow_run_url(ui_url, event.flow_run_id) if ui_url and event.flow_run_id else None
-        where = decide_where(link, slack)
-        return (f"{pkg}: [yellow]waiting for {d.get('owner') or 'the owner'}[/yellow] to "
-                f"decide by {str(d.get('deadline', ''))[:16]} UTC — {where}")
+        return None  # said from the approval itself (Follower.poll), once per run
     if event.action in ("approval_decided", "approval_timed_out"):
         who = d.get("approver") or event.actor
         what = "timed out" if event.action == "approval_timed_out" else d.get("decision")
@@ -72,8 +71,18 @@ def describe(event: AuditEvent, ui_url: str | None = None, *, slack: bool = True
     return None
 
 
+def waiting_line(package_key: str, owner: str, deadline: datetime | None, link: str | None,
+                 slack: bool) -> str:
+    """A package waits for its owner: who, until when, and where to decide."""
+    by = f"{as_utc(deadline):%Y-%m-%d %H:%M}" if deadline else "the deadline"
+    return (f"[bold]{package_key}[/bold]: [yellow]waiting for {owner}[/yellow] to decide by "
+            f"{by} UTC — {decide_where(link, slack)}")
+
+
 class Follower:
-    """Prints new audit events of one wave's packages as they are written."""
+    """Prints new audit events of one wave's packages as they are written, and each open
+    handoff once per run that waits for it (a re-run takes the open approval over, without a
+    new event: the line and its link name the run that waits now)."""
 
     def __init__(self, console: Console, database_url: str, packages: list[str],
                  ui_url: str | None = None, slack: bool = True) -> None:
@@ -83,6 +92,16 @@ class Follower:
         with session_scope(database_url) as s:
             last = s.exec(select(AuditEvent.id).order_by(AuditEvent.id.desc())).first()  # type: ignore[union-attr]
         self.last_id = last or 0
+        self.announced = {(a.id, a.flow_run_id) for a, _ in self._open_approvals()}
+
+    def _open_approvals(self) -> list[tuple[Approval, str]]:
+        with session_scope(self.database_url) as s:
+            rows = s.exec(select(Approval, RolePackage.owner_name)
+                          .join(RolePackage, RolePackage.key == Approval.package_key)  # type: ignore[arg-type]
+                          .where(Approval.package_key.in_(self.packages),  # type: ignore[attr-defined]
+                                 Approval.decided_at.is_(None))  # type: ignore[union-attr]
+                          .order_by(Approval.id)).all()  # type: ignore[arg-type]
+            return [(a, owner) for a, owner in rows]
 
     def poll(self) -> int:
         """Print what happened since the last poll; returns how many lines were printed."""
@@ -97,6 +116,15 @@ class Follower:
             if (line := describe(event, self.ui_url, slack=self.slack)) is not None:
                 self.console.print(line)
                 printed += 1
+        for approval, owner in self._open_approvals():
+            if (approval.id, approval.flow_run_id) in self.announced:
+                continue
+            self.announced.add((approval.id, approval.flow_run_id))
+            link = (flow_run_url(self.ui_url, approval.flow_run_id)
+                    if self.ui_url and approval.flow_run_id else None)
+            self.console.print(waiting_line(approval.package_key, owner, approval.deadline,
+                                            link, self.slack))
+            printed += 1
         return printed
 
 
@@ -110,7 +138,10 @@ def following(console: Console, database_url: str, packages: list[str],
 
     def loop() -> None:
         while not stop.wait(interval):
-            follower.poll()
+            try:
+                follower.poll()
+            except Exception:  # a busy store (SQLite locked): try again next tick, not die
+                continue
 
     thread = threading.Thread(target=loop, daemon=True, name="wavekit-progress")
     thread.start()

@@ -4,13 +4,16 @@ what to do next. The flows do the work; this module chooses where and narrates i
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 from rich.console import Console
@@ -25,6 +28,7 @@ from wavekit.present.quiet import quiet_prefect
 from wavekit.workflow.runtime import Runtime
 
 S = PackageState
+T = TypeVar("T")
 RELEASE_DEPLOYMENT = "release-wave/release-wave"
 # A package run has done what it can without a person once it is final or waits (suspended).
 _SETTLED = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"})
@@ -63,6 +67,32 @@ def install_interrupt_handler(console: Console, wave: int | None) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+
+
+def off_main_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `fn` (a flow) in a worker thread, with this context, and wait for it.
+
+    A flow run in the main thread swaps SIGTERM for Prefect's handler, which unwinds the
+    engine and waits for every paused package thread: `kill` then did nothing for as long as
+    owners took. Off the main thread Prefect installs no handler, and the main thread keeps
+    the one line and the prompt exit of `install_interrupt_handler`.
+    """
+    done: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the runtime override and Prefect's settings
+
+    def call() -> None:
+        try:
+            done["result"] = context.run(fn, *args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread, as if called there
+            done["error"] = exc
+
+    worker = threading.Thread(target=call, name="wavekit-flow", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.2)  # short waits: a signal's handler runs between them
+    if "error" in done:
+        raise done["error"]
+    return cast(T, done["result"])
 
 
 def prefect_server() -> str | None:
@@ -107,12 +137,13 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
     if api and not reachable(api):
         console.print(f"[red]error:[/red] the Prefect server at {api} does not answer. Start "
                       "it (`prefect server start`) or unset PREFECT_API_URL to run the wave "
-                      "here.")
+                      "here.", soft_wrap=True)  # one line, however narrow the terminal
         raise SystemExit(1)
     if wait and not api:
         # Waiting on an embedded server is waiting on a form nobody can open.
         console.print("[red]error:[/red] --wait needs a Prefect server the owners can reach: "
-                      "set PREFECT_API_URL (`prefect server start`), or leave --wait out.")
+                      "set PREFECT_API_URL (`prefect server start`), or leave --wait out.",
+                      soft_wrap=True)
         raise SystemExit(1)
     quiet_prefect()
     params: dict[str, Any] = {"wave": wave, "packages": packages, "requested_by": who}
@@ -139,7 +170,7 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
                          "the store and a re-run continues)") + ".")
         # Only a paused run (--wait on a reachable server) has a form to decide in.
         with following(console, rt.database_url, keys, ui if wait else None, slack=slack):
-            project.flow("release_wave")(**params, wait_for_owners=wait)
+            off_main_thread(project.flow("release_wave"), **params, wait_for_owners=wait)
         how = Deciding(form=wait, resumes=wait, slack=slack, server=bool(api),
                        unverified=rt.settings.approvals_unverified)
     print_outcome(console, rt.database_url, wave, keys, how)
