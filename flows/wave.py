@@ -31,6 +31,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.states import Completed, Failed
 
 from wavekit.domain.decisions import requester
+from wavekit.present.releasing import wave_run_tag
 from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
 from wavekit.workflow import cohorts, containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
@@ -345,6 +346,7 @@ def start_package_run(package_key: str, wave: int, requested_by: str) -> str:
 
     run = run_deployment(PACKAGE_DEPLOYMENT, timeout=0, as_subflow=False,
                          flow_run_name=f"{package_key} · wave {wave}",
+                         tags=[wave_run_tag(_flow_run_id() or "")],
                          parameters={"package_key": package_key, "wave": wave,
                                      "requested_by": requested_by})
     assert isinstance(run, FlowRun), "called from a sync task: Prefect answers at once"

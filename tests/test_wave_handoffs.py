@@ -8,6 +8,7 @@ four was decided (a day later with the real deadline).
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,6 +51,10 @@ def _eight_independent_packages(tmp_path: Path) -> str:
 def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WAVEKIT_APPROVAL_POLL_SECONDS", "1")
     monkeypatch.setenv("WAVEKIT_APPROVALS_UNVERIFIED", "true")  # the auto-approver has no code
+    # The watchdog: a regression to a bounded runner would leave owners 5-8 unasked until a
+    # paused package times out, a day later with the real deadline. With three minutes the
+    # first packages time out, the rest are asked late, and the timing assertion fails fast.
+    monkeypatch.setenv("WAVEKIT_APPROVAL_DEADLINE_HOURS", "0.05")
     url = _eight_independent_packages(tmp_path)
     settings = load_settings(database_url=url)
     target = SandboxTarget(url)
@@ -67,8 +72,10 @@ def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, mo
     with runtime_override(lambda: build_runtime(settings, target=target,
                                                 metrics=ScriptedMetrics())), \
             approver(url, decide):
+        t0 = time.monotonic()
         result = release_wave(wave=1, requested_by="U0RELMGR1")
 
+    took = time.monotonic() - t0
     assert all_asked.is_set(), "the owners were never all asked while the wave waited"
     with session_scope(url) as s:
         asked = sorted(as_utc(a.requested_at) for a in s.exec(select(Approval)))
@@ -79,4 +86,6 @@ def test_a_wave_of_eight_packages_hands_all_eight_off_at_once(tmp_path: Path, mo
     # asked. The bound leaves room for a loaded two-core CI box.)
     assert asked[-1] - asked[0] < timedelta(seconds=45), [t - asked[0] for t in asked]
     assert set(result.values()) == {"held"} and set(states.values()) == {"held"}
+    # Rejected as soon as all were asked, well before the three-minute deadline.
+    assert took < 150, f"the wave took {took:.0f} s"
     assert target.read_grants({"nothing"}) == frozenset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,9 @@ def polling(poll: Callable[[], object], interval: float, name: str) -> Iterator[
 
     def loop() -> None:
         while not stop.is_set():
-            poll()
+            # A busy store (SQLite locked) is tried again next tick: the loop must not die.
+            with contextlib.suppress(Exception):
+                poll()
             stop.wait(interval)
 
     thread = threading.Thread(target=loop, daemon=True, name=name)

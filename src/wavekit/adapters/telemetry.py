@@ -605,7 +605,7 @@ def load_live_frames(session: Session, since: datetime, window_since: datetime,
     latest, earliest = _bounds(session, until)
     # A superset of what metrics.WAVEKIT_ACTOR excludes would drop rows the metrics keep;
     # this SQL test only drops rows whose actor, trimmed and lower-cased, is exactly it.
-    not_wavekit = or_(t.category.is_(None),  # type: ignore[union-attr]
+    not_wavekit = or_(sql_col(t.category).is_(None),
                       func.lower(func.trim(t.category)) != WAVEKIT_ACTOR)
     raw = {k: _read(session, k, window_since if k == "usage" else since, until,
                     where=[not_wavekit] if k == "assignments" else ())

@@ -100,10 +100,10 @@ def _runtime(ctx: typer.Context, database_url: str | None, target: str | None = 
     return rt
 
 
-def _check_store() -> None:
+def _check_store(database_url: str | None = None) -> None:
     """Before serving: the store the flow runs will open must be usable (an empty one is
     created), or the command stops with one line."""
-    get_engine(load_settings().resolved_database_url())
+    get_engine(load_settings(database_url=database_url).resolved_database_url())
 
 
 def _fail_invalid(exc: catalog_mod.CatalogInvalid | TelemetryInvalid) -> None:
@@ -294,8 +294,9 @@ def release(ctx: typer.Context, wave: int = WaveOption,
                 None, "--as", metavar="WHO",
                 help="Who requests the wave (Slack id or name; default: your OS user)."),
             wait: bool = typer.Option(
-                False, "--wait", help="Ad-hoc runs only: keep this process waiting for the "
-                "owners (needs a Prefect server the approvers can reach)."),
+                False, "--wait", help="When the wave runs here: keep this process waiting "
+                "for the owners, who decide in the run's form (needs PREFECT_API_URL: a "
+                "Prefect server they can reach)."),
             database_url: str | None = DbOption, target: str | None = TargetOption) -> None:
     """Release a wave: stage every package, hand each to its owner, deploy what is approved.
 
@@ -313,8 +314,9 @@ def release(ctx: typer.Context, wave: int = WaveOption,
     releasing.install_interrupt_handler(console, wave)
     if dry_run:
         quiet_prefect()
-        result = project.flow("release_wave")(wave=wave, dry_run=True, packages=package or None,
-                                              requested_by=who)
+        result = releasing.off_main_thread(project.flow("release_wave"), wave=wave,
+                                           dry_run=True, packages=package or None,
+                                           requested_by=who)
         console.print(f"Dry run of wave {wave}: nothing was written.")
         for key in result:
             console.print(f"  {key}")
@@ -344,8 +346,8 @@ def rollback(ctx: typer.Context,
         _error(str(exc))
     releasing.install_interrupt_handler(console, None)
     quiet_prefect()
-    result = project.flow("rollback_package")(package_key, reason,
-                                              actor=actor or releasing.os_user())
+    result = releasing.off_main_thread(project.flow("rollback_package"), package_key, reason,
+                                       actor=actor or releasing.os_user())
     table = Table("package", "release", "prior bundle", "target read back", "proof",
                   title="Rollback", title_justify="left")
     table.add_row(package_key, str(result["release_id"]), str(result["prior"]),
@@ -511,13 +513,18 @@ def report(ctx: typer.Context, out: Path = typer.Option(Path("out"), "--out", me
 
 @app.command("serve")
 def serve(no_schedules: bool = typer.Option(False, "--no-schedules",
-                                            help="Serve without the cron/interval schedules.")
-          ) -> None:
+                                            help="Serve without the cron/interval schedules."),
+          database_url: str | None = DbOption) -> None:
     """Serve prefect.yaml's deployments to a Prefect server (PREFECT_API_URL).
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api wavekit serve
     """
-    _check_store()
+    import os
+
+    _check_store(database_url)
+    if database_url:
+        # Each served run is a process of its own that wires its store from the environment.
+        os.environ["WAVEKIT_DATABASE_URL"] = database_url
     quiet_prefect(terminal=False)
     from wavekit.present.serving import serve_all
 
@@ -664,8 +671,8 @@ def _cohort(ctx: typer.Context, action: str, package_key: str, actor: str, reaso
         _error(escape(str(exc)))
     releasing.install_interrupt_handler(console, None)
     quiet_prefect()
-    state = project.flow("cohort_action")(package_key, action, actor, reason,
-                                          return_state=True)
+    state = releasing.off_main_thread(project.flow("cohort_action"), package_key, action,
+                                      actor, reason, return_state=True)
     if state.is_failed():
         _error(escape(state.message or f"{action} failed"))
     console.print(f"[green]✓ {escape(state.message or action)}[/green]")

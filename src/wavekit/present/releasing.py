@@ -4,12 +4,16 @@ what to do next. The flows do the work; this module chooses where and narrates i
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 from rich.console import Console
@@ -24,9 +28,16 @@ from wavekit.present.quiet import quiet_prefect
 from wavekit.workflow.runtime import Runtime
 
 S = PackageState
+T = TypeVar("T")
 RELEASE_DEPLOYMENT = "release-wave/release-wave"
 # A package run has done what it can without a person once it is final or waits (suspended).
 _SETTLED = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"})
+
+
+def wave_run_tag(wave_run_id: str) -> str:
+    """The tag a wave run puts on the package runs it starts: they are top-level runs (a
+    subflow cannot suspend), so no parent link finds them; this tag does."""
+    return f"wave-run:{wave_run_id}"
 
 
 def os_user() -> str:
@@ -56,6 +67,32 @@ def install_interrupt_handler(console: Console, wave: int | None) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+
+
+def off_main_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `fn` (a flow) in a worker thread, with this context, and wait for it.
+
+    A flow run in the main thread swaps SIGTERM for Prefect's handler, which unwinds the
+    engine and waits for every paused package thread: `kill` then did nothing for as long as
+    owners took. Off the main thread Prefect installs no handler, and the main thread keeps
+    the one line and the prompt exit of `install_interrupt_handler`.
+    """
+    done: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the runtime override and Prefect's settings
+
+    def call() -> None:
+        try:
+            done["result"] = context.run(fn, *args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread, as if called there
+            done["error"] = exc
+
+    worker = threading.Thread(target=call, name="wavekit-flow", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.2)  # short waits: a signal's handler runs between them
+    if "error" in done:
+        raise done["error"]
+    return cast(T, done["result"])
 
 
 def prefect_server() -> str | None:
@@ -96,10 +133,17 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
     """Run or trigger the wave, narrate it, and end with what each package needs next."""
     api = prefect_server()
     ui = rt.settings.ui_url(api)
+    slack = rt.notifier is not None
     if api and not reachable(api):
         console.print(f"[red]error:[/red] the Prefect server at {api} does not answer. Start "
                       "it (`prefect server start`) or unset PREFECT_API_URL to run the wave "
-                      "here.")
+                      "here.", soft_wrap=True)  # one line, however narrow the terminal
+        raise SystemExit(1)
+    if wait and not api:
+        # Waiting on an embedded server is waiting on a form nobody can open.
+        console.print("[red]error:[/red] --wait needs a Prefect server the owners can reach: "
+                      "set PREFECT_API_URL (`prefect server start`), or leave --wait out.",
+                      soft_wrap=True)
         raise SystemExit(1)
     quiet_prefect()
     params: dict[str, Any] = {"wave": wave, "packages": packages, "requested_by": who}
@@ -112,16 +156,57 @@ def release(console: Console, rt: Runtime, wave: int, keys: list[str], who: str,
         console.print(f"Wave {wave} started on the Prefect server as run [bold]{run.name}"
                       f"[/bold] ({ui}/runs/flow-run/{run.id}); following it here. Ctrl-C "
                       "stops following, not the wave.")
-        with following(console, rt.database_url, keys, ui):
+        if wait:
+            console.print("(--wait is not needed: on the server each package run waits for "
+                          "its owner by itself.)")
+        with following(console, rt.database_url, keys, ui, slack=slack):
             _until_settled(str(run.id), len(keys))
+        how = Deciding(form=True, resumes=True, slack=slack, server=True,
+                       unverified=rt.settings.approvals_unverified)
     else:
         where = f"the Prefect server at {api}" if api else "an embedded Prefect server"
         console.print(f"Releasing wave {wave} here, on {where}"
-                      + ("" if api else " (no one else can reach it: approvals are recorded "
-                         "in the store and a re-run continues)") + ".")
-        with following(console, rt.database_url, keys, ui if api else None):
-            project.flow("release_wave")(**params, wait_for_owners=wait and bool(api))
-    print_outcome(console, rt.database_url, wave, keys)
+                      + ("" if api else " (no one else can reach it: decisions are kept in "
+                         "the store and a re-run continues)") + ".")
+        # Only a paused run (--wait on a reachable server) has a form to decide in.
+        with following(console, rt.database_url, keys, ui if wait else None, slack=slack):
+            off_main_thread(project.flow("release_wave"), **params, wait_for_owners=wait)
+        how = Deciding(form=wait, resumes=wait, slack=slack, server=bool(api),
+                       unverified=rt.settings.approvals_unverified)
+    print_outcome(console, rt.database_url, wave, keys, how)
+
+
+@dataclass(frozen=True)
+class Deciding:
+    """How the owners of this release can decide, as its configuration makes true."""
+
+    form: bool  # a run waits for its form on a Prefect server the owners can reach
+    resumes: bool  # the decision resumes that run (nothing to re-run)
+    slack: bool  # Slack is configured
+    server: bool  # a Prefect server was used at all
+    unverified: bool  # local mode: the form takes no one-time code
+
+    def advice(self, wave: int) -> list[str]:
+        again = f"run `wavekit release --wave {wave}` again"
+        if self.form:
+            channels = "in its run's form in the Prefect UI (links above)" + (
+                " or in Slack" if self.slack else "")
+            then = ("the decision resumes the run by itself" if self.resumes
+                    else f"if this command was stopped first, {again}")
+            code = ("Local mode: the form takes no one-time code; the decision is recorded "
+                    "as unverified." if self.unverified else
+                    "The form asks each approver for the one-time code wavekit sent them.")
+            return [f"Each owner decides {channels}; {then}. Decisions are kept.", code]
+        if self.slack:
+            return [f"Each owner decides in Slack; once they have, {again} to continue. "
+                    "Decisions are kept."]
+        fix = ("serve wavekit on it (`wavekit serve`), or add --wait to keep this process "
+               "waiting" if self.server else
+               "start a Prefect server (`prefect server start`), serve wavekit on it "
+               "(`wavekit serve`) and set PREFECT_API_URL")
+        return ["Nobody can decide these yet: Slack is not configured and no run waits on "
+                f"a Prefect server. Configure Slack (WAVEKIT_SLACK_*), or {fix}; then {again}. "
+                "What is staged is kept."]
 
 
 def _until_settled(run_id: str, packages: int, poll: float = 1.0,
@@ -130,10 +215,9 @@ def _until_settled(run_id: str, packages: int, poll: float = 1.0,
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
-    children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
-        any_=[UUID(run_id)]))
+    children = FlowRunFilter(tags=FlowRunFilterTags(all_=[wave_run_tag(run_id)]))
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -148,7 +232,8 @@ def _until_settled(run_id: str, packages: int, poll: float = 1.0,
             time.sleep(poll)
 
 
-def print_outcome(console: Console, database_url: str, wave: int, keys: list[str]) -> None:
+def print_outcome(console: Console, database_url: str, wave: int, keys: list[str],
+                  how: Deciding) -> None:
     """Where each package stands, and the one thing to do next when it waits for someone."""
     now = states(database_url, keys)
     table = Table("package", "state", "reason", title=f"Wave {wave}", title_justify="left")
@@ -160,7 +245,6 @@ def print_outcome(console: Console, database_url: str, wave: int, keys: list[str
     console.print(table)
     waiting = [k for k in keys if now[k][0] == S.AWAITING_HANDOFF]
     if waiting:
-        console.print(f"{len(waiting)} package(s) wait for their owners. Once decided (in "
-                      "Slack, or in the run's form on a Prefect server), run "
-                      f"`wavekit release --wave {wave}` again to continue; decisions are kept.")
-        console.print("The form asks each approver for the one-time code wavekit sent them.")
+        console.print(f"{len(waiting)} package(s) wait for their owners.")
+        for line in how.advice(wave):
+            console.print(line)

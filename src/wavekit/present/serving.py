@@ -2,7 +2,9 @@
 
 Each deployment is served as prefect.yaml declares it: entrypoint, description, tags,
 parameters, concurrency limit and every schedule with its timezone, active flag and
-parameters, converted by Prefect's own `prefect deploy` schedule loader.
+parameters, converted by Prefect's own `prefect deploy` schedule loader. Prefect 3.9 has no
+public loader of prefect.yaml deployments (`prefect deploy`'s are private), hence the small
+reader here; tests/test_serving.py checks it against prefect.yaml read independently.
 """
 
 from __future__ import annotations

@@ -482,8 +482,9 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
     for p in live:
         view = views[p.key]
         grants = frozenset(chain.from_iterable(held.get(e, ()) for e in view.scope))
-        since, _ = nightly_window(p.deployed_at, as_of)  # type: ignore[arg-type]
-        todo.append(LiveMeasurement(view, as_utc(p.deployed_at), since,  # type: ignore[arg-type]
+        assert p.deployed_at is not None, "a live release has been deployed"
+        since, _ = nightly_window(p.deployed_at, as_of)
+        todo.append(LiveMeasurement(view, as_utc(p.deployed_at), since,
                                     grants, held_back.get(p.key, frozenset())))
     measure_live = getattr(rt.metrics, "measure_live", None)
     if measure_live is not None:  # the store's telemetry, loaded once for every package

@@ -481,8 +481,8 @@ def _deploy(rt: Runtime, release_id: int, key: str, first: bool,
             rel = get_one(bs, Release, release_id)
             rel.applied_batches += 1
             audit.record(bs, "deploy_batch", package_key=view.key, release_id=release_id,
-                         index=batch.index, added=batch.added, removed=batch.removed,
-                         unchanged=batch.unchanged)
+                         at=rt.clock.now(), index=batch.index, added=batch.added,
+                         removed=batch.removed, unchanged=batch.unchanged)
         if on_batch:
             on_batch(batch)
 
@@ -637,7 +637,7 @@ def dependents_ready(rt: Runtime, stable_key: str) -> dict[int, list[str]]:
             if all(S(d) == S.STABLE for d in deps):
                 ready.setdefault(pkg.wave, []).append(key)
                 audit.record(s, "dependents_ready", package_key=key, wave=pkg.wave,
-                             after=stable_key)
+                             at=rt.clock.now(), after=stable_key)
         return ready
 
 

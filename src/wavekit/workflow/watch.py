@@ -275,7 +275,7 @@ def _soak_verdicts(rt: Runtime, release_id: int, checks: list[HealthCheck], star
         rows = s.exec(select(HealthCheckResult.check_name, HealthCheckResult.due_at,
                              HealthCheckResult.verdict)
                       .where(HealthCheckResult.release_id == release_id)
-                      .order_by(HealthCheckResult.due_at))  # type: ignore[arg-type]
+                      .order_by(col(HealthCheckResult.due_at)))
         for name, due, verdict in rows:
             if name in out and as_utc(due) >= soak_from:
                 out[name].append(verdict)

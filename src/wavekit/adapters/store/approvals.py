@@ -245,7 +245,7 @@ def last_form_refusal(session: Session, approval_id: int) -> str | None:
     refusals = session.exec(select(AuditEvent)
                             .where(AuditEvent.action == "approval_refused",
                                    AuditEvent.release_id == approval.release_id)
-                            .order_by(AuditEvent.id.desc()))  # type: ignore[union-attr]
+                            .order_by(col(AuditEvent.id).desc()))
     for event in refusals:
         if event.detail.get("approval_id") == approval_id and \
                 event.detail.get("channel") == "prefect-ui":
