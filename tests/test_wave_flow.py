@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from flows.watch import watch_packages
 from flows.wave import release_wave, rollback_package
-from tests.support.flows import ScriptedMetrics, approver
+from tests.support.flows import ScriptedMetrics, approver, artifact_head
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -179,6 +179,8 @@ def test_dry_run_writes_nothing(wave_env: WaveEnv) -> None:
     assert result == {FIN: "dry-run", HR: "dry-run"}
     assert wave_env.grants() == wave_env.seeded
     assert wave_env.state(FIN) == "release_ready"
+    with session_scope(wave_env.url) as s:  # the dry-run table shows the chain's head
+        assert artifact_head(wave_env.url, "wave-1-dry-run") == audit.head(s)
 
 
 def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
