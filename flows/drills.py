@@ -46,8 +46,9 @@ def deploy(rt: Runtime, drill_id: int, target: Target) -> dict[str, int]:
     return drills.deploy_drill(rt, drill_id, target)
 
 
-# The same retries as rollback-package's restore: the drill times what production would do.
-@task(name="force_rollback", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+# No task retries, like rollback-package's restore: the target retries each request itself
+# (tenacity, in targets/resilience.py), so the drill times what production would do.
+@task(name="force_rollback", cache_policy=NO_CACHE)
 def rollback(rt: Runtime, drill_id: int, target: Target) -> tuple[int, int]:
     """Restore the drill's prior bundle on the drill target; the objective's clock runs."""
     return drills.force_rollback(rt, drill_id, target)

@@ -91,13 +91,18 @@ def nightly_maintenance(as_of: datetime | None = None, report_dir: str | None = 
                    "watch_ticks": len(ticks), **tonight.summary(), "opened": opened,
                    "closed": closed}
         log.info("nightly maintenance: %s", summary)
+        from wavekit.present.reports import with_audit_head, write_reports
+
         create_table_artifact(key="nightly-maintenance", table=[summary],
-                              description=f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC")
-        from wavekit.present.reports import write_reports
+                              description=with_audit_head(
+                                  f"Nightly maintenance as of {now:%Y-%m-%d %H:%M} UTC",
+                                  rt.database_url))
 
         out = Path(report_dir or rt.settings.data_dir / "reports")
         write_reports(rt.database_url, out, as_of=now,
                       review_cadence_days=rt.settings.review_cadence_days)
         create_markdown_artifact(key="readiness-dashboard-location",
-                                 markdown=f"Dashboard written to `{out / 'dashboard.html'}`")
+                                 markdown=with_audit_head(
+                                     f"Dashboard written to `{out / 'dashboard.html'}`",
+                                     rt.database_url))
         return summary

@@ -32,7 +32,12 @@ from prefect.states import Completed, Failed
 
 from wavekit.domain.decisions import requester
 from wavekit.present.releasing import wave_run_tag
-from wavekit.present.reports import artifact_key, render_rollback_report, render_wave_report
+from wavekit.present.reports import (
+    artifact_key,
+    render_rollback_report,
+    render_wave_report,
+    with_audit_head,
+)
 from wavekit.workflow import cohorts, containment, leases, notices, rollout, watch
 from wavekit.workflow import rollback as rollback_domain
 from wavekit.workflow.approvals import ApprovalInput
@@ -70,7 +75,8 @@ def stage(rt: Runtime, package_key: str, wave: int | None, triggered_by: str | N
             table=[{"change": k, "grants": v} for k, v in outcome.counts.items()]
             + [{"change": f"gate {g.name}", "grants": "pass" if g.passed else "FAIL: " + g.reason}
                for g in outcome.gates],
-            description=f"Plan for {package_key} (wave {wave}) on {rt.target.name}",
+            description=with_audit_head(f"Plan for {package_key} (wave {wave}) on "
+                                        f"{rt.target.name}", rt.database_url),
         )
     return outcome
 
@@ -321,7 +327,8 @@ def publish_cohort_progress(rt: Runtime, package_key: str) -> None:
     create_progress_artifact(progress=view.percent, key=artifact_key("cohort", package_key),
                              description=view.describe())
     create_table_artifact(key=artifact_key("cohort", package_key, "steps"),
-                          table=list(view.rows), description=view.describe())
+                          table=list(view.rows),
+                          description=with_audit_head(view.describe(), rt.database_url))
 
 
 @task(name="run-package", cache_policy=NO_CACHE)
@@ -377,7 +384,8 @@ def _release(rt: Runtime, wave: int, dry_run: bool, packages: list[str] | None,
     if dry_run:
         rows = rollout.dry_run_wave(rt, wave, list(schedule))
         create_table_artifact(key=artifact_key("wave", wave, "dry-run"), table=rows,
-                              description=f"Dry run of wave {wave}: nothing was written")
+                              description=with_audit_head(
+                                  f"Dry run of wave {wave}: nothing was written", rt.database_url))
         return {str(r["package"]): "dry-run" for r in rows}
     try:
         with leases.hold(rt, leases.wave(wave)):

@@ -63,3 +63,13 @@ def loaded_store(sqlite_url: str, example_catalog) -> str:
         write_catalog(s, example_catalog)
     record_example_drills(sqlite_url, utcnow() - timedelta(hours=1))
     return sqlite_url
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    """The fault tiers' figures (tests/support/figures.py), shown in every run's output."""
+    from tests.support.figures import RECORDED
+
+    if RECORDED:
+        terminalreporter.section("fault tier figures")
+        for line in RECORDED:
+            terminalreporter.write_line(line)

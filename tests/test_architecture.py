@@ -31,3 +31,20 @@ def test_the_state_diagram_is_generated_from_the_machine() -> None:
 
     doc = (ROOT / "docs" / "states.md").read_text()
     assert doc == diagram(), "stale: python -m wavekit.domain.states > docs/states.md"
+
+
+def test_no_task_retries_on_top_of_the_targets_own() -> None:
+    """One retry layer: a target retries each request (tenacity); a task that writes a target
+    retrying too would multiply the attempts and the time (retries of retries)."""
+    import importlib
+
+    from prefect import Task
+
+    # Refreshing telemetry reads a file or HTTP source that has no retry layer of its own.
+    allowed = {"refresh_telemetry"}
+    found = {}
+    for module in sorted((ROOT / "flows").glob("*.py")):
+        mod = importlib.import_module(f"flows.{module.stem}")
+        found.update({t.name: t.retries for t in vars(mod).values() if isinstance(t, Task)})
+    assert "force_rollback" in found and "restore_prior_bundle" in found
+    assert {name: n for name, n in found.items() if n and name not in allowed} == {}

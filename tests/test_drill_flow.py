@@ -182,6 +182,8 @@ def test_a_drill_through_the_cli_records_a_passing_drill_and_opens_the_gate(
     text_ = report.read_text()
     assert "**Passed:**" in text_ and "**Equal: yes.** 3 == 3 grants" in text_
     assert "sandbox:default (read, never written)" in text_
+    with session_scope(loaded_store) as s:
+        assert audit.head_from_text(text_) == audit.head(s)
     dashboard = (tmp_path / "out" / "dashboard.html").read_text()
     assert f"Rollback drilled {run.finished_at:%Y-%m-%d}" in dashboard
 

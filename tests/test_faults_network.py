@@ -8,12 +8,12 @@ wavekit's bookkeeping. Counts: WAVEKIT_FAULT_MEMBERS (members per package, defau
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support import figures
 from tests.support.fault_proxy import fault_proxy
 from tests.support.fault_world import (
     PackageDef,
@@ -83,9 +83,16 @@ def proxied(config, proxy):  # type: ignore[no-untyped-def]
     return config.model_copy(update={"base_url": proxy.url(path)})
 
 
-def test_deploy_and_rollback_through_20_percent_faults(scim_world) -> None:  # type: ignore[no-untyped-def]
+def retries_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The SCIM target's retry lines (`SCIM METHOD URL: REASON; retry N in Ss`)."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "wavekit.adapters.targets.scim" and "; retry " in r.getMessage()]
+
+
+def test_deploy_and_rollback_through_20_percent_faults(scim_world, caplog) -> None:  # type: ignore[no-untyped-def]
     from wavekit.adapters.targets.scim import ScimTarget
 
+    caplog.set_level("WARNING", logger="wavekit.adapters.targets.scim")
     config, url, pkg, seed = scim_world
     root = config.base_url.split("/", 3)
     with fault_proxy(f"{root[0]}//{root[2]}", rate=0.2, seed=20) as proxy:
@@ -99,8 +106,15 @@ def test_deploy_and_rollback_through_20_percent_faults(scim_world) -> None:  # t
             assert live - scope(live, pkg) == seed - scope(seed, pkg)  # untouched
             outcome = roll_back(runtime(url, target, batch_size=25), pkg.key)
             took = time.monotonic() - started
-        print(f"\nSCIM through 20% faults: {proxy.summary()}; deploy+rollback {took:.1f}s")
+        figures.record(f"SCIM through 20% faults: {proxy.summary()}; deploy+rollback "
+                       f"{took:.1f}s")
         assert sum(proxy.injected.values()) >= 10
+        # Every failed answer was retried, visibly, with its reason.
+        retried = retries_logged(caplog)
+        failed = sum(proxy.injected[k] for k in ("429", "503", "reset", "reset_after"))
+        assert len(retried) == failed, (len(retried), proxy.summary())
+        for reason in ("HTTP 429", "HTTP 503", "connection failed"):
+            assert any(f": {reason}" in line for line in retried), (reason, retried[:5])
     assert outcome.proof.equal
     live, dups = independent_scim(config)
     assert dups == {} and live == seed
@@ -130,8 +144,8 @@ def test_at_50_percent_a_run_completes_or_stops_clearly_and_a_rerun_converges(
             live, dups = independent_scim(config)
             assert dups == {}
             assert scope(live, pkg) == (want if want is not None else scope(seed, pkg))
-        print(f"\nSCIM through 50% faults: {proxy.summary()}; {len(stops)} runs stopped "
-              f"with a clear error, then converged; e.g. {stops[:1]}")
+        figures.record(f"SCIM through 50% faults: {proxy.summary()}; {len(stops)} runs stopped "
+                       f"with a clear error, then converged; e.g. {stops[:1]}")
     assert independent_scim(config)[0] == seed
 
 
@@ -167,8 +181,16 @@ def independent_ldap(config) -> tuple[GrantSet, dict[str, int]]:  # type: ignore
     return as_grants(members, ldap_uid), duplicates(members)
 
 
-def test_slapd_restarted_mid_deploy_then_a_rerun_converges(own_slapd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_slapd_vanished_mid_deploy_stops_clearly_then_a_rerun_converges(  # type: ignore[no-untyped-def]
+        own_slapd, tmp_path: Path) -> None:
+    """slapd dies after the first batch and stays down longer than the retries: the run
+    stops with one line naming the target and the batch, the release records where it
+    stopped (a stage_failed event, the package's reason); once slapd is back a re-run
+    converges."""
     from tests.support.fault_targets import Wrapped
+    from wavekit.adapters.store import audit
+    from wavekit.adapters.store.engine import session_scope
+    from wavekit.adapters.store.models import RolePackage
     from wavekit.adapters.targets.ldap import LdapTarget
 
     users, pkg, seed = package()
@@ -183,23 +205,29 @@ def test_slapd_restarted_mid_deploy_then_a_rerun_converges(own_slapd, tmp_path: 
                 if batch.index == 1 and not restarts:
                     own_slapd.stop()  # the next request finds nobody
                     restarts.append(time.monotonic())
-                    threading.Timer(1.5, own_slapd.start).start()
             return super().apply(adds, removes, batch_size=batch_size, on_batch=landed)
 
     retry = RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.3)
     target = RestartAfterBatch(LdapTarget(own_slapd.config, retry=retry))
-    outcome = "completed"
-    try:
+    with pytest.raises(TargetError) as stopped:
         deploy(runtime(url, target, batch_size=20), pkg.key)
-    except TargetError as exc:  # the retries were shorter than the restart
-        assert "\n" not in str(exc) and str(exc).startswith("LDAP target ldap://")
-        outcome = f"stopped: {exc}"
+    said = str(stopped.value)
+    assert "\n" not in said and said.startswith(f"LDAP target {own_slapd.config.url}")
+    assert stopped.value.batch == 2 and said.endswith("(batch 2)"), said
+    with session_scope(url) as s:
+        [failed] = audit.events(s, package_key=pkg.key, action="stage_failed")
+        reason = s.get(RolePackage, pkg.key).state_reason
+    assert (failed.detail["stage"], failed.detail["batch"]) == ("deploy", 2), failed.detail
+    assert failed.detail["error"] == type(stopped.value).__name__ and failed.release_id
+    assert reason.startswith("deploy stopped at batch 2: LDAP target") and "re-run" in reason
+    own_slapd.start()
     deadline = time.monotonic() + 30
     while not own_slapd.running and time.monotonic() < deadline:
         time.sleep(0.1)
     again = LdapTarget(own_slapd.config)
     deploy(runtime(url, again, batch_size=20), pkg.key)
-    print(f"\nslapd restarted mid-deploy; first run {outcome}; the re-run converged")
+    figures.record(f"slapd vanished mid-deploy: stopped with {said!r}; the re-run after it "
+                   "returned converged")
     live, dups = independent_ldap(own_slapd.config)
     assert restarts and dups == {}
     assert scope(live, pkg) == intended(scope(seed, pkg), pkg)
@@ -273,3 +301,47 @@ def test_the_cli_says_a_target_error_in_one_line(own_slapd, tmp_path: Path) -> N
                         "(invalidCredentials [49])"), done.stderr
     assert len(lines) == 2 and lines[1].startswith("(traceback in ")
     assert "Traceback" not in done.stderr and "wrong-password" not in done.stderr
+
+
+def _cli_plan_on_scim(tmp_path: Path, base_url: str, token: str) -> tuple[str, list[str]]:
+    """`wavekit plan --target scim` in a process of its own: its one error line, and the
+    retry lines (with their reasons) that came before it."""
+    import subprocess
+
+    from tests.support.fault_world import PYTHON, ROOT, subprocess_env
+
+    users, pkg, _ = package(5)
+    url = f"sqlite:///{tmp_path / 'wavekit.db'}"
+    load_world(url, write_catalog_dir(tmp_path / "catalog", users, GROUPS, [pkg]))
+    env = subprocess_env(WAVEKIT_SCIM_URL=base_url, WAVEKIT_SCIM_TOKEN=token,
+                         WAVEKIT_DATA_DIR=str(tmp_path / "data"), COLUMNS="60")
+    env.pop("WAVEKIT_DEBUG", None)
+    done = subprocess.run([PYTHON, "-m", "wavekit.present.cli", "plan", "--wave", "1",
+                           "--target", "scim", "--database-url", url], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and token not in done.stdout + done.stderr
+    *retries, error, where = done.stderr.strip().splitlines()
+    assert where.startswith("(traceback in "), done.stderr
+    assert all("; retry " in line for line in retries), done.stderr
+    return error, retries
+
+
+def test_the_cli_says_a_wrong_scim_token_in_one_line(scim_directory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    error, retries = _cli_plan_on_scim(tmp_path, scim_directory.base_url,
+                                       "wrong-scim-token-canary")
+    assert error.startswith(f"error: SCIM target {scim_directory.base_url}: "), error
+    assert "HTTP 401" in error and retries == []  # a refusal is not retried
+
+
+def test_the_cli_says_a_scim_server_that_is_down_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/scim/v2"
+    error, retries = _cli_plan_on_scim(tmp_path, base_url, "some-scim-token-canary")
+    assert error.startswith(f"error: SCIM target {base_url}: "), error
+    assert "still failing after 5 attempts: connection failed (ConnectError)" in error, error
+    assert len(retries) == 4 and all("connection failed" in r for r in retries), retries

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from tests.support import figures
 from tests.support.fault_targets import DownAtBatch, DropsWrites, SlowLockProbe
 from tests.support.fault_world import (
     PackageDef,
@@ -87,8 +88,8 @@ def test_parallel_packages_on_a_slow_target_never_lock_sqlite(tmp_path: Path) ->
     for t in threads:
         t.join(timeout=300)
     took = time.monotonic() - started
-    print(f"\n{len(pkgs)} packages in parallel on a {probe.delay}s target: {probe.calls} "
-          f"target calls, {took:.1f}s, lock held during {len(probe.held)} calls")
+    figures.record(f"{len(pkgs)} packages in parallel on a {probe.delay}s target: {probe.calls} "
+                   f"target calls, {took:.1f}s, lock held during {len(probe.held)} calls")
     assert errors == []
     assert probe.held == []
     live = sandbox.read_grants(ENTS)

@@ -11,7 +11,7 @@ from sqlmodel import select
 from flows.maintenance import nightly_maintenance
 from flows.watch import watch_packages
 from flows.wave import release_wave
-from tests.support.flows import approver
+from tests.support.flows import approver, artifact_head
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -85,6 +85,16 @@ def test_nightly_run_rolls_back_the_degrading_package_and_keeps_the_backlog(laun
     with session_scope(url) as s:
         assert len(s.exec(select(MaintenanceTask)).all()) == len(tasks)
     assert again["opened"] == 0
+    # Each artifact of the night ends with a chain head the chain still holds: the rollback
+    # proof (written after the rollback was verified), the summary, the dashboard's location.
+    from wavekit.present.reports import artifact_key
+
+    with session_scope(url) as s:
+        verified = audit.events(s, package_key=HR, action="rollback_verified")[0].seq
+    assert artifact_head(url, artifact_key("rollback", HR), "data").seq >= verified
+    summary_head = artifact_head(url, "nightly-maintenance")
+    assert summary_head.seq > verified
+    assert artifact_head(url, "readiness-dashboard-location", "data").seq >= summary_head.seq
 
 
 def test_bulk_export_spike_contains_its_package(launched) -> None:

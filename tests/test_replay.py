@@ -226,3 +226,8 @@ def test_the_replay_flow_publishes_a_markdown_artifact(recorded: tuple[str, Path
 
     markdown = asyncio.run(latest())
     assert markdown.startswith(f"# Replay: {HR}") and "**Rolled back**" in markdown
+    from wavekit.adapters.store import audit
+    from wavekit.adapters.store.engine import session_scope
+
+    with session_scope(url) as s:
+        assert audit.head_from_text(markdown) == audit.head(s)

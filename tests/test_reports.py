@@ -679,6 +679,25 @@ def test_write_reports_writes_dashboard_wave_and_rollback_files(scenario: Scenar
         assert_well_formed(p.read_text())
 
 
+def test_every_report_written_carries_the_current_chain_head(scenario: Scenario, tmp_path):
+    """Dashboard, wave and rollback reports (drills: test_drill_flow) end with the head, so a
+    truncated audit tail is caught against any of them."""
+    paths = reports.write_reports(scenario.url, tmp_path / "out", scenario.as_of)
+    with session_scope(scenario.url) as s:
+        head = audit.head(s)
+    assert head is not None
+    assert {p.name: audit.head_from_text(p.read_text()) for p in paths} == {
+        p.name: head for p in paths}
+
+
+def test_every_template_shows_the_head_render_template_supplies() -> None:
+    """One place reads the head (render_template); each report template must show it."""
+    pages = [p for p in reports.templates_dir().glob("*.j2") if not p.name.startswith("_")]
+    assert len(pages) >= 5
+    assert [p.name for p in pages if "{{ audit_head }}" not in p.read_text()] == []
+    assert reports.audit_head(None).startswith("audit chain head: unknown")
+
+
 def test_no_report_contains_a_secret(scenario: Scenario, tmp_path,
                                      monkeypatch, capsys):
     token, signing = "xoxb-1111-2222-canary-token", "canary-signing-secret-8f3c"

@@ -134,11 +134,11 @@ def test_config_from_env_reads_every_variable_and_hides_the_token() -> None:
     config = ScimConfig.from_env({
         "WAVEKIT_SCIM_URL": "https://idp.example.com/scim/v2", "WAVEKIT_SCIM_TOKEN": "s3cr3t-tok",
         "WAVEKIT_SCIM_MATCH": "externalId", "WAVEKIT_SCIM_PAGE_SIZE": "50",
-        "WAVEKIT_SCIM_RATE": "2.5", "WAVEKIT_SCIM_RATE_LIMIT_NAME": "scim-prod",
+        "WAVEKIT_SCIM_RATE_LIMIT_NAME": "scim-prod",
     })
     assert (config.base_url, config.identity_match, config.page_size) == (
         "https://idp.example.com/scim/v2", "externalId", 50)
-    assert (config.rate_per_second, config.prefect_rate_limit) == (2.5, "scim-prod")
+    assert config.prefect_rate_limit == "scim-prod"
     assert config.token is not None and config.token.get_secret_value() == "s3cr3t-tok"
     target = ScimTarget(config)
     try:
@@ -350,6 +350,36 @@ def test_every_request_waits_for_the_rate_limiter(directory: ScimConfig) -> None
         target.apply([Grant("u01", "ent-d")], [])
         target.read_grants(["ent-d"])
     assert limiter.acquired == len(wire.sent) > 0
+
+
+def test_a_named_rate_limit_is_prefects_global_one_else_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only limiter is Prefect's (a library, shared by workers); no local one is built."""
+    import prefect.concurrency.sync as prefect_sync
+
+    from wavekit.adapters.targets.resilience import (
+        NoRateLimit,
+        PrefectRateLimit,
+        build_rate_limiter,
+    )
+
+    occupied: list[tuple[str, int]] = []
+    monkeypatch.setattr(prefect_sync, "rate_limit",
+                        lambda name, occupy=1, **_: occupied.append((name, occupy)))
+    config = ScimConfig(base_url="https://idp.example.com/scim/v2",
+                        prefect_rate_limit="scim-prod")
+    with ScimTarget(config) as target:
+        limiter = target.session.limiter
+        assert isinstance(limiter, PrefectRateLimit)
+        limiter.acquire()
+    assert occupied == [("scim-prod", 1)]
+    assert isinstance(build_rate_limiter(None), NoRateLimit)
+
+
+def test_the_removed_local_rate_option_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="WAVEKIT_SCIM_RATE_LIMIT_NAME"):
+        ScimConfig.from_env({"WAVEKIT_SCIM_URL": "https://idp.example.com/scim/v2",
+                             "WAVEKIT_SCIM_RATE": "2.5"})
 
 
 def test_the_token_never_shows_in_errors_or_logs(directory: ScimConfig,

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from flows.watch import watch_packages
 from flows.wave import release_wave, rollback_package
-from tests.support.flows import ScriptedMetrics, approver
+from tests.support.flows import ScriptedMetrics, approver, artifact_head
 from wavekit.adapters.settings import load_settings
 from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
@@ -179,6 +179,8 @@ def test_dry_run_writes_nothing(wave_env: WaveEnv) -> None:
     assert result == {FIN: "dry-run", HR: "dry-run"}
     assert wave_env.grants() == wave_env.seeded
     assert wave_env.state(FIN) == "release_ready"
+    with session_scope(wave_env.url) as s:  # the dry-run table shows the chain's head
+        assert artifact_head(wave_env.url, "wave-1-dry-run") == audit.head(s)
 
 
 def test_watch_catches_up_after_downtime(wave_env: WaveEnv) -> None:
@@ -243,6 +245,39 @@ def test_process_killed_mid_deploy_then_rerun_converges(wave_env: WaveEnv) -> No
     # and every planned add written exactly once across both runs.
     assert bundle.prior == {g for g in before if g.entitlement in fin.scope}
     assert sum(b.detail["added"] for b in batches) == len(intended - before)
+
+
+def test_a_run_killed_between_deployed_and_the_launch_retirement_is_completed(
+        wave_env: WaveEnv) -> None:
+    """A real roll-out-package process SIGKILLed after "deployed", as it starts retiring HR's
+    legacy grants in the launch window: the re-run is skipped (Watching) and retires them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    hr = wave_env.view(HR)
+    legacy = {g for g in wave_env.seeded if g.identity in hr.members
+              and g.entitlement in hr.retires}
+    assert legacy and hr.retire_in_launch_window
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    died = subprocess.run([sys.executable, "-m", "tests.support.crash_run", wave_env.url,
+                           "--die-before-retirement", HR], env=env, timeout=600,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert died.returncode == -signal.SIGKILL
+    assert wave_env.state(HR) == "watching"
+    assert wave_env.release(HR).legacy_retired_at is None and legacy <= wave_env.grants()
+
+    with approver(wave_env.url):
+        release_wave(wave=1, requested_by="rm-alex", packages=[HR])
+    assert wave_env.release(HR).legacy_retired_at is not None
+    assert not legacy & wave_env.grants()
+    with session_scope(wave_env.url) as s:
+        assert len(s.exec(select(Release).where(Release.package_key == HR)).all()) == 1
+        [retired] = audit.events(s, package_key=HR, action="legacy_retired")
+    assert retired.detail["count"] == len(legacy)
 
 
 def test_legacy_grants_retire_after_a_clean_watch(wave_env: WaveEnv) -> None:

@@ -2,6 +2,13 @@
 printing a mark after every batch that lands so the test can SIGKILL it at chosen moments.
 
     python -m tests.support.fault_driver deploy|rollback STORE_URL PACKAGE BATCH_SIZE
+    python -m tests.support.fault_driver serve
+
+`serve` imports wavekit once (about 10 s on a loaded CI machine, mostly Prefect), prints
+`ready`, then for each line `deploy|rollback STORE_URL PACKAGE BATCH_SIZE` read from stdin
+forks a fresh child process that runs that command: `started PID`, the child's marks, then
+`exit PID CODE`. The child is a real process of its own (SIGKILL ends it and nothing else);
+the parent opens no connection or store, so nothing is shared across the fork.
 
 The target comes from WAVEKIT_FAULT_TARGET (JSON: {"kind": "scim", "base_url", "token"} or
 {"kind": "ldap", ...LdapConfig fields}), kept off the command line because it holds secrets.
@@ -53,7 +60,33 @@ class Marking(Wrapped):
                                       on_batch=self._mark(on_batch))
 
 
+def serve() -> int:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        pid = os.fork()
+        if pid == 0:  # the child: one run, then out without the parent's exit handlers
+            code = 1
+            try:
+                code = main(["fault_driver", *line.split()])
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        print(f"started {pid}", flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[1] == "serve":
+        return serve()
     action, url, key, batch_size = argv[1], argv[2], argv[3], int(argv[4])
     target = Marking(build_target(json.loads(os.environ["WAVEKIT_FAULT_TARGET"])))
     rt = runtime(url, target, batch_size=batch_size)

@@ -45,7 +45,9 @@ class PackageDef:
     grants: list[str]
     removes: list[str]
     retires: list[str]
-    retire_in_launch_window: bool = False
+    # True: the flow's rule retires legacy grants right after the deploy (Watching); False:
+    # only after a clean watch, which these tests never reach.
+    retire_in_launch_window: bool = True
 
 
 def write_catalog_dir(path: Path, identities: Iterable[str], entitlements: Iterable[str],
@@ -101,15 +103,23 @@ class NoMetrics:
         return {}
 
 
+def retire_when_due(rt: Runtime, key: str) -> None:
+    """The flow's rule (domain/retirement.py via launch_retirements_due), as roll_out_package
+    applies it after its deploy and on a skipped re-run: legacy grants retire now only in
+    the launch window of a package that asks for it."""
+    for release_id in rollout.launch_retirements_due(rt, key, rt.clock.now()):
+        rollout.retire_legacy(rt, release_id)
+
+
 def deploy(rt: Runtime, key: str, *, retire: bool = True) -> rollout.StageOutcome:
-    """Stage, approve, check, deploy and retire one package, as the flow would (re-entrant:
-    a re-run after a crash resumes from the frozen plan)."""
+    """Stage, approve, check, deploy and retire when due, as the flow would (re-entrant: a
+    re-run after a crash resumes from the frozen plan). retire=False: the process died right
+    after "deployed"."""
     staged = rollout.stage_package(rt, key, wave=1, triggered_by="fault-test")
     assert not staged.held, staged.held
     if staged.skipped:
-        rid = rollout.open_release_id(rt, key)
-        if retire and rid is not None:  # a crash after deploy left the retirement undone
-            rollout.retire_legacy(rt, rid)
+        if retire:  # a crash after deploy may have left the retirement undone
+            retire_when_due(rt, key)
         return staged
     assert staged.release_id is not None
     if not staged.resuming_deploy:
@@ -120,7 +130,7 @@ def deploy(rt: Runtime, key: str, *, retire: bool = True) -> rollout.StageOutcom
         assert all(g.passed for g in rollout.enforce_gates(rt, staged.release_id))
     rollout.deploy_package(rt, staged.release_id)
     if retire:
-        rollout.retire_legacy(rt, staged.release_id)
+        retire_when_due(rt, key)
     return staged
 
 
@@ -130,8 +140,10 @@ def roll_back(rt: Runtime, key: str) -> rollback.RollbackOutcome:
     return rollback.verify_and_record(rt, rid, *rollback.restore_prior_bundle(rt, rid))
 
 
-def intended(prior: GrantSet, pkg: PackageDef, *, retired: bool = True) -> GrantSet:
-    """What the target must hold in the package's scope after a full deploy."""
+def intended(prior: GrantSet, pkg: PackageDef, *, retired: bool | None = None) -> GrantSet:
+    """What the target must hold in the package's scope after a full deploy (retired: the
+    legacy grants are gone; by default when the package retires in its launch window)."""
+    retired = pkg.retire_in_launch_window if retired is None else retired
     members = set(pkg.members)
     gone = set(pkg.removes) | (set(pkg.retires) if retired else set())
     kept = {g for g in prior if not (g.identity in members and g.entitlement in gone)}
@@ -150,20 +162,23 @@ def package_scope(url: str, key: str) -> frozenset[str]:
 # ------------------------------------------------------------------ independent reads
 
 
-def scim_members(base_url: str, token: str, groups: Iterable[str]) -> dict[str, list[str]]:
-    """group displayName -> member userNames, duplicates kept, read with plain httpx."""
+def scim_members(base_url: str, token: str, groups: Iterable[str],
+                 names: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """group displayName -> member userNames, duplicates kept, read with plain httpx.
+
+    names: a cache of user id -> userName the caller keeps while its users do not change
+    (read once, filled here when empty)."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/scim+json"}
     out: dict[str, list[str]] = {}
+    names = {} if names is None else names
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
-        names: dict[str, str] = {}
-        start = 1
-        while True:
+        start, reading = 1, not names
+        while reading:
             page = http.get("/Users", params={"startIndex": start, "count": 500}).json()
             found = page.get("Resources") or []
             names.update({u["id"]: u["userName"] for u in found})
             start += len(found)
-            if not found or start > page.get("totalResults", 0):
-                break
+            reading = bool(found) and start <= page.get("totalResults", 0)
         for group in groups:
             page = http.get("/Groups", params={"filter": f'displayName eq "{group}"'}).json()
             resources = page.get("Resources") or []

@@ -71,3 +71,24 @@ def owner_of(database_url: str, key: str) -> str:
 def approver(database_url: str, decide=approve_all):  # type: ignore[no-untyped-def]
     """The library's auto-approver with a test decision."""
     return auto_approver(database_url, decide)
+
+
+def artifact_head(database_url: str, key: str, field: str = "description"):  # type: ignore[no-untyped-def]
+    """The audit chain head printed in the newest Prefect artifact `key` (its description or
+    its data), checked to be a head the chain still holds (not truncated, not forked)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from wavekit.adapters.store import audit
+    from wavekit.adapters.store.engine import session_scope
+
+    with get_client(sync_client=True) as client:
+        [newest] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    head = audit.head_from_text(str(getattr(newest, field) or ""))
+    assert head is not None, f"artifact {key} shows no audit chain head"
+    with session_scope(database_url) as s:
+        assert audit.verify_chain(s, expect_head=head.hash).ok
+    return head

@@ -2,8 +2,8 @@
 
 Strict means a value has the type the field needs or it is a problem: `rollback_only: "no"`
 is text, not false; `wave: 1.0` is not a whole number; `name: 2026` is not text. Unknown fields
-are problems (a misspelled `watchdays:` is not silently ignored). Bounds are in BOUNDS (and in
-the README's catalog section).
+are problems (a misspelled `watchdays:` is not silently ignored). Bounds are the constants
+below; the README's catalog section shows them (tests/test_catalog_bounds_doc.py keeps it so).
 
 `validate_document(doc)` checks a document built by wavekit.adapters.safe_yaml and returns the
 valid waves, sod_rules and packages plus one Problem per error, each with the line of the

@@ -164,8 +164,24 @@ def environment(directory: str | None = None) -> Environment:
     return env
 
 
+def audit_head(database_url: str | None) -> str:
+    """The audit chain's head line every report and run artifact ends with, so a truncated
+    tail is caught against any of them (`wavekit audit verify --against-report`)."""
+    if database_url is None:
+        return "audit chain head: unknown (rendered without a store)"
+    with session_scope(database_url) as s:
+        return audit.head_line(s)
+
+
+def with_audit_head(text: str, database_url: str | None) -> str:
+    """An artifact's Markdown or description followed by the chain's head line."""
+    return f"{text}\n\n{audit_head(database_url)}"
+
+
 def render_template(name: str, context: dict[str, Any], database_url: str | None = None) -> str:
-    """Render one template and redact secrets from the result."""
+    """Render one template (each shows `audit_head`, the one place it is read) and redact
+    secrets from the result."""
+    context = {**context, "audit_head": audit_head(database_url)}
     text = environment(str(templates_dir())).get_template(name).render(**context)
     return redact(text, known_secrets(database_url), limit=None)
 
@@ -446,7 +462,6 @@ def wave_report_context(session: Session, wave: int, as_of: datetime | None = No
         "totals": {k: sum(s["plan"][k] for s in summaries)
                    for k in ("adds", "removes", "retirements")},
         "outcomes": outcomes.value_counts().sort_index().to_dict(),
-        "audit_head": audit.head_line(session),  # `wavekit audit verify --against-report`
     }
 
 

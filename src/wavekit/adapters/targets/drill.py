@@ -4,7 +4,7 @@ By default a sandbox in the store named for the package (`drill-<package>`, or
 WAVEKIT_DRILL_SANDBOX), which the drill seeds with a copy of production's grants in the
 package's scope. WAVEKIT_DRILL_TARGET=scim or ldap drills on another SCIM service or LDAP base:
 
-- scim: WAVEKIT_DRILL_SCIM_URL (required), _TOKEN, _MATCH, _PAGE_SIZE, _RATE, _RATE_LIMIT_NAME,
+- scim: WAVEKIT_DRILL_SCIM_URL (required), _TOKEN, _MATCH, _PAGE_SIZE, _RATE_LIMIT_NAME,
   read exactly like WAVEKIT_SCIM_*. Production's variables are never used for a drill: another
   service has its own token.
 - ldap: WAVEKIT_DRILL_LDAP_BASE_DN (required), e.g. `ou=drill,dc=example,dc=com`, and any other

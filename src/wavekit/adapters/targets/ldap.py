@@ -81,7 +81,6 @@ class LdapConfig:
     page_size: int = 500
     timeout: float = 30.0
     empty_group_placeholder: str = ""  # default "cn=empty-membership-placeholder,<base_dn>"
-    rate_per_second: float | None = None
     prefect_rate_limit: str | None = None
 
     def __post_init__(self) -> None:
@@ -126,6 +125,10 @@ class LdapConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LdapConfig:
         """Read WAVEKIT_LDAP_* variables; a missing required one is named in the error."""
         env = os.environ if environ is None else environ
+        if env.get("WAVEKIT_LDAP_RATE_PER_SECOND"):  # removed: say so rather than ignore it
+            raise LdapConfigError("WAVEKIT_LDAP_RATE_PER_SECOND is no longer read: name a "
+                                  "Prefect global rate limit with "
+                                  "WAVEKIT_LDAP_PREFECT_RATE_LIMIT")
         required = {"url": "WAVEKIT_LDAP_URL", "bind_dn": "WAVEKIT_LDAP_BIND_DN",
                     "password": "WAVEKIT_LDAP_PASSWORD", "base_dn": "WAVEKIT_LDAP_BASE_DN"}
         missing = [var for var in required.values() if not env.get(var)]
@@ -144,7 +147,6 @@ class LdapConfig:
             "page_size": ("WAVEKIT_LDAP_PAGE_SIZE", int),
             "timeout": ("WAVEKIT_LDAP_TIMEOUT", float),
             "empty_group_placeholder": ("WAVEKIT_LDAP_EMPTY_GROUP_PLACEHOLDER", str),
-            "rate_per_second": ("WAVEKIT_LDAP_RATE_PER_SECOND", float),
             "prefect_rate_limit": ("WAVEKIT_LDAP_PREFECT_RATE_LIMIT", str),
         }
         for key, (var, convert) in optional.items():
@@ -235,8 +237,7 @@ class LdapTarget(ClosesOnExit):
                  rate_limiter: RateLimiter | None = None) -> None:
         self.config = config
         self.retry = retry or RetryPolicy()
-        self.rate_limiter = rate_limiter or build_rate_limiter(config.rate_per_second,
-                                                               config.prefect_rate_limit)
+        self.rate_limiter = rate_limiter or build_rate_limiter(config.prefect_rate_limit)
         self.name = f"ldap:{config.host}:{config.port}/{config.base_dn}"
         self.label = f"LDAP target {config.url}"  # how errors name this directory
         self._conn: Connection | None = None

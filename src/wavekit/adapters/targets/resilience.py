@@ -5,14 +5,15 @@ server's Retry-After (429/503) honoured up to `max_delay`, bounded both in attem
 total time, and every retry logged with its reason. Retryable: HTTP 429, 5xx, timeouts and
 dropped connections (the targets raise RetryableError for those); anything else fails at once.
 
-The rate limiter is a Protocol: Prefect's global rate limit (`prefect.concurrency.sync.
-rate_limit`) when one is named, else a small process-local token bucket, else none.
+The rate limit is Prefect's own global rate limit (`prefect.concurrency.sync.rate_limit`)
+when one is named, else none: a hand-written local limiter would be a second layer beside a
+server's 429 + Retry-After, which the retries already honour, and it could not be shared by
+several workers.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,33 +103,6 @@ class NoRateLimit:
         return None
 
 
-class TokenBucket:
-    """A process-local limit of `rate` requests per second with a burst of `burst`: the
-    simple limiter for one process; several workers share a PrefectRateLimit instead."""
-
-    def __init__(self, rate: float, burst: int = 1, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate, self.burst = rate, max(1, burst)
-        self._tokens, self._clock, self._sleep = float(self.burst), clock, sleep
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.rate
-            self._sleep(wait)
-
-
 class PrefectRateLimit:
     """Prefect's global rate limit: one slot per request across every worker and flow run.
 
@@ -145,11 +119,6 @@ class PrefectRateLimit:
         rate_limit(self.name, occupy=1)
 
 
-def build_rate_limiter(rate_per_second: float | None, prefect_limit: str | None = None
-                       ) -> RateLimiter:
-    """Pick the limiter from configuration: a Prefect global limit wins over a local rate."""
-    if prefect_limit:
-        return PrefectRateLimit(prefect_limit)
-    if rate_per_second:
-        return TokenBucket(rate_per_second, burst=max(1, int(rate_per_second)))
-    return NoRateLimit()
+def build_rate_limiter(prefect_limit: str | None = None) -> RateLimiter:
+    """Prefect's global rate limit when the configuration names one, else no limit."""
+    return PrefectRateLimit(prefect_limit) if prefect_limit else NoRateLimit()

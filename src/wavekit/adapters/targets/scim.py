@@ -74,13 +74,15 @@ class ScimConfig(BaseModel):
     use_bulk: Literal["auto", "never"] = "auto"
     timeout: PositiveFloat = 30.0
     verify_tls: bool = True
-    rate_per_second: PositiveFloat | None = None
     prefect_rate_limit: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScimConfig:
-        """Read WAVEKIT_SCIM_URL (required), _TOKEN, _MATCH, _PAGE_SIZE, _RATE, _RATE_LIMIT_NAME."""
+        """Read WAVEKIT_SCIM_URL (required), _TOKEN, _MATCH, _PAGE_SIZE, _RATE_LIMIT_NAME."""
         env = os.environ if environ is None else environ
+        if env.get("WAVEKIT_SCIM_RATE"):  # removed: say so rather than ignore it silently
+            raise ValueError("WAVEKIT_SCIM_RATE is no longer read: name a Prefect global rate "
+                             "limit with WAVEKIT_SCIM_RATE_LIMIT_NAME (429s are retried)")
         url = env.get("WAVEKIT_SCIM_URL")
         if not url:
             raise ValueError("WAVEKIT_SCIM_URL is not set: the SCIM target needs the service's "
@@ -89,7 +91,6 @@ class ScimConfig(BaseModel):
             "token": env.get("WAVEKIT_SCIM_TOKEN"),
             "identity_match": env.get("WAVEKIT_SCIM_MATCH"),
             "page_size": env.get("WAVEKIT_SCIM_PAGE_SIZE"),
-            "rate_per_second": env.get("WAVEKIT_SCIM_RATE"),
             "prefect_rate_limit": env.get("WAVEKIT_SCIM_RATE_LIMIT_NAME"),
         }
         return cls(base_url=url, **{k: v for k, v in optional.items() if v})
@@ -161,8 +162,7 @@ class ScimSession:
         self.config = config
         self.label = f"SCIM target {config.base_url}"  # how errors name this service
         self.retry = retry or RetryPolicy()
-        self.limiter = rate_limiter or build_rate_limiter(config.rate_per_second,
-                                                          config.prefect_rate_limit)
+        self.limiter = rate_limiter or build_rate_limiter(config.prefect_rate_limit)
         self._owns_client = http_client is None
         self.http = http_client or self._build_client(config, transport)
         self.scim = _HttpxEngine(self.http, self.request)
