@@ -682,56 +682,42 @@ def _cohort(ctx: typer.Context, action: str, package_key: str, actor: str, reaso
         console.print(escape(view.describe()))
 
 
-@cohort_app.command("promote")
-def cohort_promote(ctx: typer.Context,
-                   package_key: str = typer.Argument(..., metavar="PACKAGE"),
-                   actor: str = ActorOption, reason: str = CohortReason,
-                   database_url: str | None = DbOption,
-                   target: str | None = TargetOption) -> None:
-    """Widen a stepped package to its next cohort now, without waiting for the soak's end.
+# The four rollout actions share one signature; only the verb and its help differ.
+COHORT_ACTIONS = {
+    "promote": """Widen a stepped package to its next cohort now, before its soak ends.
 
     Example: wavekit cohort promote finance-month-end-operator --as rm-alex
-    """
-    _cohort(ctx, "promote", package_key, actor, reason, database_url, target)
-
-
-@cohort_app.command("pause")
-def cohort_pause(ctx: typer.Context,
-                 package_key: str = typer.Argument(..., metavar="PACKAGE"),
-                 actor: str = ActorOption, reason: str = CohortReason,
-                 database_url: str | None = DbOption,
-                 target: str | None = TargetOption) -> None:
-    """Stop a stepped package widening at its soak's end (still watched; can roll back).
+    """,
+    "pause": """Stop a stepped package widening at its soak's end (still watched; can roll back).
 
     Example: wavekit cohort pause finance-month-end-operator --as rm-alex --reason "close week"
-    """
-    _cohort(ctx, "pause", package_key, actor, reason, database_url, target)
-
-
-@cohort_app.command("resume")
-def cohort_resume(ctx: typer.Context,
-                  package_key: str = typer.Argument(..., metavar="PACKAGE"),
-                  actor: str = ActorOption, reason: str = CohortReason,
-                  database_url: str | None = DbOption,
-                  target: str | None = TargetOption) -> None:
-    """Let a paused stepped package widen again at its soak's end.
+    """,
+    "resume": """Let a paused stepped package widen again at its soak's end.
 
     Example: wavekit cohort resume finance-month-end-operator --as rm-alex
-    """
-    _cohort(ctx, "resume", package_key, actor, reason, database_url, target)
-
-
-@cohort_app.command("abort")
-def cohort_abort(ctx: typer.Context,
-                 package_key: str = typer.Argument(..., metavar="PACKAGE"),
-                 actor: str = ActorOption, reason: str = CohortReason,
-                 database_url: str | None = DbOption,
-                 target: str | None = TargetOption) -> None:
-    """Abort a stepped package: roll back exactly the members granted so far, with proof.
+    """,
+    "abort": """Abort a stepped package: roll back exactly the members granted so far, with proof.
 
     Example: wavekit cohort abort finance-month-end-operator --as rm-alex --reason "tickets"
-    """
-    _cohort(ctx, "abort", package_key, actor, reason, database_url, target)
+    """,
+}
+
+
+def _cohort_command(action: str, doc: str) -> None:
+    def command(ctx: typer.Context,
+                package_key: str = typer.Argument(..., metavar="PACKAGE"),
+                actor: str = ActorOption, reason: str = CohortReason,
+                database_url: str | None = DbOption,
+                target: str | None = TargetOption) -> None:
+        _cohort(ctx, action, package_key, actor, reason, database_url, target)
+
+    command.__doc__ = doc
+    command.__name__ = f"cohort_{action}"
+    cohort_app.command(action)(command)
+
+
+for _action, _doc in COHORT_ACTIONS.items():
+    _cohort_command(_action, _doc)
 
 
 @app.command("check-target")
