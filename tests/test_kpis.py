@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import select
 
 from wavekit.adapters.store.engine import session_scope
+from wavekit.adapters.store.lifecycle import states_as_of, transition
 from wavekit.adapters.store.models import (
     Approval,
     HealthCheckResult,
@@ -22,6 +23,7 @@ from wavekit.domain.states import PackageState
 from wavekit.present.kpis import FACTOR_WEIGHTS, action_for, compute_kpis, deploy_confidence
 
 NOW = datetime(2026, 4, 20, 12, tzinfo=UTC)
+S = PackageState
 FIN, HR = "finance-month-end-operator", "hr-case-intake-specialist"
 PROC, SD, WH = "procurement-request-coordinator", "service-desk-resolver", \
     "warehouse-inventory-poster"
@@ -215,6 +217,69 @@ def test_single_release_and_open_tasks_as_of(loaded_store: str) -> None:
     k = kpis(loaded_store)
     assert k.median_deploy_time == timedelta(hours=30)
     assert k.maintenance_tasks_open == 2
+
+
+def test_state_kpis_show_the_state_of_as_of(loaded_store: str) -> None:
+    """Finance goes Release ready -> Scheduled -> ... -> Stable -> Rolled back over days;
+    the KPIs at each date in between show that date's state, not today's."""
+    day = NOW - timedelta(days=20)
+    path = [(0, S.SCHEDULED), (1, S.AWAITING_HANDOFF), (2, S.DEPLOYING), (3, S.WATCHING),
+            (5, S.STABLE), (8, S.ROLLING_BACK), (8.5, S.ROLLED_BACK)]
+    with session_scope(loaded_store) as s:
+        fin = s.get(RolePackage, FIN)
+        for days, state in path:
+            transition(s, fin, state, at=day + timedelta(days=days))
+
+    def at(days: float):
+        with session_scope(loaded_store) as s:
+            return compute_kpis(s, day + timedelta(days=days))
+
+    def state_of(k, key: str) -> str:
+        return next(r.state for r in k.packages if r.key == key)
+
+    # (as_of in days, finance's state, roles monitored, wave 1 queue, release ready, active)
+    expected = [
+        (-1, "release_ready", 0, (FIN, HR), 1, ()),  # before its first change: as loaded
+        (0, "scheduled", 0, (FIN, HR), 0, ()),  # a change at as_of counts
+        (1.5, "awaiting_handoff", 0, (FIN, HR), 0, (1,)),
+        (2.5, "deploying", 0, (FIN, HR), 0, (1,)),
+        (4, "watching", 1, (HR,), 0, (1,)),
+        (6, "stable", 1, (HR,), 0, ()),
+        (8.2, "rolling_back", 0, (HR,), 0, (1,)),
+        (9, "rolled_back", 0, (HR,), 0, ()),
+    ]
+    for days, state, monitored, queue, ready, active in expected:
+        k = at(days)
+        got = (state_of(k, FIN), k.roles_monitored, k.wave_ready.packages,
+               k.wave_ready.release_ready, k.active_waves)
+        assert got == (state, monitored, queue, ready, active), days
+    # Actions and the confidence of a dependent follow the date too.
+    assert at(6).action_counts["Monitor"] == 3 and at(9).action_counts["Rollback"] == 2
+    deps = {d: next(f for f in at(d).deploy_confidence[PROC].factors
+                    if f.name == "Dependencies stable").met for d in (4, 6, 9)}
+    assert deps == {4: False, 6: True, 9: False}
+    # Live as of day 4, finance is in the coverage figure (with today's members).
+    assert [c.key for c in at(4).coverage] == [FIN] and at(9).coverage == ()
+
+
+def test_states_as_of_reads_the_audit_trail(loaded_store: str) -> None:
+    t = NOW - timedelta(days=3)
+    with session_scope(loaded_store) as s:
+        fin = s.get(RolePackage, FIN)
+        transition(s, fin, S.SCHEDULED, at=t)
+        transition(s, fin, S.HELD, at=t)  # the same instant: recorded order decides
+    with session_scope(loaded_store) as s:
+        assert states_as_of(s, t)[FIN] == S.HELD
+        assert states_as_of(s, t - timedelta(seconds=1))[FIN] == S.RELEASE_READY
+        # Packages with no state change keep their stored state; every package is there.
+        assert states_as_of(s, t) == {FIN: S.HELD, HR: S.NEEDS_TUNING, PROC: S.SCHEDULED,
+                                      SD: S.MONITORING, WH: S.ROLLBACK_READY}
+
+
+def test_coverage_says_members_are_not_versioned() -> None:
+    from wavekit.present.kpis import DEFINITIONS
+
+    assert "not versioned" in DEFINITIONS["Coverage health"]
 
 
 def test_failed_checks_and_rollbacks_cost_confidence(loaded_store: str) -> None:

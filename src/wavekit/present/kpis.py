@@ -15,6 +15,7 @@ from sqlmodel import Session, col, func, or_, select
 
 from wavekit.adapters.catalog import IDENTITY_COLUMNS
 from wavekit.adapters.store.drills import drill_records
+from wavekit.adapters.store.lifecycle import states_as_of
 from wavekit.adapters.store.models import (
     Approval,
     HealthCheckResult,
@@ -64,15 +65,19 @@ RISK_POINTS = {"low": 1.0, "medium": 0.5, "high": 0.0}  # share of the risk fact
 # What each figure means: one place, shown by `wavekit status --explain` and the dashboard.
 DEFINITIONS: dict[str, str] = {
     "Wave ready": "In the lowest wave that still holds unreleased packages: how many are "
-                  "release ready now, of how many queued (queued = releasable state, no live "
-                  "release).",
+                  "release ready as of as_of, of how many queued (queued = releasable state, "
+                  "no live release).",
     "Roles monitored": "Packages in production under telemetry: watching, stable or contained, "
-                       "or needing tuning with a deployed release not rolled back.",
+                       "or needing tuning with a deployed release not rolled back. States "
+                       "(here and in every figure) are those as of as_of, rebuilt from the "
+                       "audited state changes.",
     "Maintenance tasks": "Backlog items opened by as_of and not closed by then.",
     "Coverage health": "Share of live packages with a population rule whose members are at "
-                       "least 90% active identities matching the rule.",
+                       "least 90% active identities matching the rule. Which packages are "
+                       "live is as of as_of, but members and identities are not versioned: "
+                       "for a past as_of they are today's, not that date's.",
     "Active waves": "Waves with a package handing off, deploying, watching, contained or "
-                    "rolling back.",
+                    "rolling back as of as_of.",
     "Median deploy time": "Median of owner handoff requested -> package deployed, over "
                           f"releases deployed in the last {DEFAULT_PERIOD_DAYS} days up to "
                           "as_of (the wait for owners counts); a release with no handoff "
@@ -287,9 +292,10 @@ def compute_kpis(session: Session, as_of: datetime, *, review_cadence_days: int 
     """Every KPI on the portal page, from the store, as of `as_of` (see DEFINITIONS)."""
     as_of = as_utc(as_of)
     since = as_of - timedelta(days=period_days)
-    pkgs = sorted(session.exec(select(RolePackage)),
+    # Every state-based figure uses the states as of `as_of`, rebuilt from the audit log.
+    states = states_as_of(session, as_of)
+    pkgs = sorted((p for p in session.exec(select(RolePackage)) if p.key in states),
                   key=lambda p: (p.wave is None, p.wave or 0, p.key))
-    states = {p.key: PackageState(p.state) for p in pkgs}
     releases = [r for r in session.exec(select(Release)) if as_utc(r.started_at) <= as_of
                 and (r.deployed_at is None or as_utc(r.deployed_at) <= as_of)]
     live_release = {r.package_key for r in releases
