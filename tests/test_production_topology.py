@@ -8,6 +8,10 @@ a release manager starts release-wave for wave 1 through the API: every package 
 own roll-out-package run that suspends at the owner handoff (no process waits for owners);
 the owners' decisions resume them: the approved package is deployed to the sandbox and
 watched, the rejected one is held and nothing is written for it.
+
+The server requires basic auth (PREFECT_SERVER_API_AUTH_STRING), as the README tells
+production to run it: every client (worker and its flow runs, `prefect deploy`, the CLI, the
+test's own API calls) passes PREFECT_API_AUTH_STRING, and a call without it is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
+from tests.support.prefect_server import AUTH_STRING
 from tests.support.servers import free_port, missing_server
 from wavekit.adapters.catalog import load_catalog
 from wavekit.adapters.store.bundles import load_bundle
@@ -38,7 +43,7 @@ from wavekit.adapters.store.engine import get_engine, session_scope
 from wavekit.adapters.store.models import Approval, Release, RolePackage
 from wavekit.adapters.store.packages import load_package_view
 from wavekit.adapters.targets.sandbox import SandboxTarget
-from wavekit.examples import EXAMPLE_CATALOG, seed_target
+from wavekit.examples import EXAMPLE_CATALOG, record_example_drills, seed_target
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +113,8 @@ class Topology:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        """A clean environment (no ambient PREFECT_* or WAVEKIT_*) that runs this checkout."""
+        """A clean environment (no ambient PREFECT_* or WAVEKIT_*) that runs this checkout,
+        with the secret of the server's basic auth (every process here is a client of it)."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PREFECT_", "WAVEKIT_"))}
         path = [str(ROOT / "src"), str(ROOT)]
@@ -122,7 +128,8 @@ class Topology:
         env.update(PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1",
                    PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api,
                    PREFECT_SERVER_UI_API_URL=self.api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                   PREFECT_CLI_PROMPT="false", PREFECT_LOGGING_LEVEL="INFO", **extra)
+                   PREFECT_CLI_PROMPT="false", PREFECT_LOGGING_LEVEL="INFO",
+                   PREFECT_API_AUTH_STRING=AUTH_STRING, **extra)
         return env
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -238,7 +245,7 @@ def _production_path(top: Topology, prefect_db: str, store: str,
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.deployments import run_deployment
     from prefect.flow_runs import resume_flow_run
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     def mark(what: str) -> None:
         timings[what] = round(time.monotonic() - t0, 1)
@@ -251,14 +258,19 @@ def _production_path(top: Topology, prefect_db: str, store: str,
                  # proves the codes); decisions are recorded as unverified.
                  "WAVEKIT_APPROVALS_UNVERIFIED": "true"}
 
-    # 1-2. The Prefect server on its PostgreSQL database; meanwhile the store, where the
-    # release manager loads the catalog (the sandbox holds the access people have today).
+    # 1-2. The Prefect server on its PostgreSQL database, behind basic auth; meanwhile the
+    # store, where the release manager loads the catalog (the sandbox holds the access people
+    # have today).
     server = top.start("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1",
                                           "--port", str(top.port)],
-                       top.env(PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_db))
+                       top.env(PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_db,
+                               PREFECT_SERVER_API_AUTH_STRING=AUTH_STRING))
     top.finish(top.start("wavekit-load", [sys.executable, "-m", "wavekit.present.cli", "load",
                                           str(EXAMPLE_CATALOG)], top.env(**flows_env)))
     seed_target(SandboxTarget(store))
+    # The example world's signed manual rollback drills (`wavekit drill ... --signed-by`): a
+    # medium-risk package without a recorded drill is held at its rollback_drill gate.
+    record_example_drills(store, datetime.now(UTC) - timedelta(hours=1))
     catalog = load_catalog(EXAMPLE_CATALOG)
     owners = {p.key: p.owner_slack_id for p in catalog.packages if p.wave == 1}
     assert len(owners) >= 2 and REJECTED in owners, owners
@@ -276,6 +288,11 @@ def _production_path(top: Topology, prefect_db: str, store: str,
         return httpx.get(f"{top.api}/health", timeout=2).status_code == 200
     _wait(healthy, 120, "prefect server healthy on PostgreSQL", every=0.5)
     mark("server healthy")
+    # Without the secret (or with a wrong one) the API refuses; /health alone stays open.
+    user, _ = AUTH_STRING.split(":", 1)
+    for auth in (None, (user, "not-the-secret")):
+        refused = httpx.post(f"{top.api}/flow_runs/filter", json={}, auth=auth, timeout=10)
+        assert refused.status_code == 401, (auth, refused.status_code, refused.text[:200])
     top.finish(top.start("work-pool", [prefect, "work-pool", "create", "wavekit",
                                        "--type", "process"], top.env()))
 
@@ -287,7 +304,8 @@ def _production_path(top: Topology, prefect_db: str, store: str,
                timeout=240)
     mark("deployed")
 
-    with temporary_settings(updates={PREFECT_API_URL: top.api}), \
+    with temporary_settings(updates={PREFECT_API_URL: top.api,
+                                     PREFECT_API_AUTH_STRING: AUTH_STRING}), \
             get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
         assert set(deployments) >= {"release-wave", "roll-out-package", "rollback-package",
