@@ -23,7 +23,8 @@ from tests.test_cli import _commands
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import RolePackage
-from wavekit.examples import EXAMPLE_CATALOG
+from wavekit.domain.clock import utcnow
+from wavekit.examples import EXAMPLE_CATALOG, record_example_drills
 from wavekit.present.cli import app
 
 pytest_plugins = ["tests.support.prefect_server"]
@@ -56,6 +57,9 @@ def _loaded(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'wavekit.db'}"
     with session_scope(url) as s:
         write_catalog(s, load_catalog(EXAMPLE_CATALOG), source=str(EXAMPLE_CATALOG))
+    # The example's signed manual drills, as `wavekit drill --signed-by` records them: without
+    # them HR (medium risk) is held at the drill gate before its owner is asked.
+    record_example_drills(url, utcnow() - timedelta(hours=1))
     return url
 
 
@@ -229,7 +233,6 @@ def _table_rows(output: str) -> list[str]:
 @pytest.mark.usefixtures("prefect_harness")
 def test_watch_maintenance_and_rollback_print_what_they_did_as_tables(tmp_path: Path) -> None:
     from wavekit.adapters.store.models import Release
-    from wavekit.domain.clock import utcnow
 
     url, key = _deployed(tmp_path)
     runner, env = CliRunner(), {"COLUMNS": "200"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,8 @@ from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
 from wavekit.adapters.store.models import Approval, RolePackage
 from wavekit.adapters.targets.sandbox import SandboxTarget
-from wavekit.examples import EXAMPLE_CATALOG, seed_target
+from wavekit.domain.clock import utcnow
+from wavekit.examples import EXAMPLE_CATALOG, record_example_drills, seed_target
 
 pytest_plugins = ["tests.support.prefect_server"]
 pytestmark = pytest.mark.slow
@@ -39,6 +41,7 @@ def _store(tmp_path: Path) -> str:
     reset_store(url)
     with session_scope(url) as s:
         write_catalog(s, load_catalog(EXAMPLE_CATALOG), source=str(EXAMPLE_CATALOG))
+    record_example_drills(url, utcnow() - timedelta(hours=1))  # HR's drill gate (signed)
     seed_target(SandboxTarget(url))
     return url
 
