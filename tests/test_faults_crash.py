@@ -14,7 +14,8 @@ The package has 1,500 members; most already hold what it grants, so a deploy wri
 800 changes in ~16 batches of 50 (a kill lands mid-batch, and a cycle costs seconds: the
 SCIM server's cost grows with each change times the group's size).
 
-WAVEKIT_FAULT_KILLS         kills per action per directory (deploy and rollback); default 20
+WAVEKIT_FAULT_KILLS         kills per action on slapd (deploy and rollback); default 20
+WAVEKIT_FAULT_SCIM_KILLS    kills per action on scim2-server; default 10 (CI time), 20 for the full tier
 WAVEKIT_FAULT_CRASH_MEMBERS members of the package; default 1500
 WAVEKIT_FAULT_SEED          seed of the kill moments; default 7
 """
@@ -58,6 +59,10 @@ from wavekit.domain.states import PackageState
 
 pytestmark = pytest.mark.faults
 KILLS = int(os.environ.get("WAVEKIT_FAULT_KILLS", "20"))
+# scim2-server rewrites the whole 1,500-member group on every PATCH (~5 s a run): 20 kills of
+# each action there take ~6.5 minutes, more than CI's 30-minute budget leaves. CI runs 10;
+# WAVEKIT_FAULT_SCIM_KILLS=20 runs the full count (README, fault tiers).
+SCIM_KILLS = int(os.environ.get("WAVEKIT_FAULT_SCIM_KILLS", "10"))
 MEMBERS = int(os.environ.get("WAVEKIT_FAULT_CRASH_MEMBERS", "1500"))
 SEED = int(os.environ.get("WAVEKIT_FAULT_SEED", "7"))
 GROUPS = ["c-grant-a", "c-grant-b", "c-remove", "c-retire", "c-other"]
@@ -166,7 +171,8 @@ def schedule_again(url: str, key: str) -> None:
 
 
 def crash_cycles(tmp_path: Path, spec: dict, reset: Callable[[GrantSet], None],  # type: ignore[type-arg]
-                 read: Read, *, batch: int, max_delay: float) -> dict[str, int]:
+                 read: Read, *, batch: int, max_delay: float, kills: int = KILLS
+                 ) -> dict[str, int]:
     """KILLS cycles of: deploy killed at a seeded moment, the directory partial but never
     foreign; the same deploy re-run to its end, the directory exactly the intended grants;
     rollback killed, partial; re-run, exactly the prior bundle. Nothing outside the scope
@@ -203,15 +209,15 @@ def crash_cycles(tmp_path: Path, spec: dict, reset: Callable[[GrantSet], None], 
     try:
         cycle = 0
         # Until KILLS kills of each action landed (a run may end before its kill: rare).
-        while min(tally["deploy killed"], tally["rollback killed"]) < KILLS:
-            assert cycle < 2 * KILLS, f"kills keep missing: {tally}"
+        while min(tally["deploy killed"], tally["rollback killed"]) < kills:
+            assert cycle < 2 * kills, f"kills keep missing: {tally}"
             if cycle:
                 schedule_again(url, pkg.key)
             for action, expected in (("deploy", want), ("rollback", prior)):
                 k = rng.randrange(0, batches(pkg, seed, action, batch))
                 delay = rng.uniform(0.0, max_delay)
                 outcome = (driver.run(action, url, (k, delay))
-                           if tally[f"{action} killed"] < KILLS else "not killed")
+                           if tally[f"{action} killed"] < kills else "not killed")
                 if outcome == "killed":
                     tally[f"{action} killed"] += 1
                     check(f"{action} kill {cycle}", None)
@@ -230,13 +236,13 @@ def crash_cycles(tmp_path: Path, spec: dict, reset: Callable[[GrantSet], None], 
     return tally
 
 
-def report(server: str, tally: dict[str, int], started: float) -> None:
+def report(server: str, tally: dict[str, int], started: float, kills: int = KILLS) -> None:
     line = (f"{server}: {tally['deploy killed']} deploy and {tally['rollback killed']} "
             f"rollback SIGKILLs survived ({tally['cycles']} cycles, {MEMBERS} members, each "
             f"re-run checked exactly), {time.monotonic() - started:.0f}s")
     figures.record(line)  # printed in the terminal summary (tests/conftest.py)
     # Every seeded kill must land: a run that ends before its kill proves nothing.
-    assert tally["deploy killed"] == tally["rollback killed"] == KILLS, tally
+    assert tally["deploy killed"] == tally["rollback killed"] == kills, tally
 
 
 def test_sigkill_anywhere_on_the_scim_server(scim_directory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -260,8 +266,9 @@ def test_sigkill_anywhere_on_the_scim_server(scim_directory, tmp_path: Path) -> 
 
     started = time.monotonic()
     tally = crash_cycles(tmp_path, {"kind": "scim", "base_url": scim_directory.base_url,
-                                    "token": token}, reset, read, batch=250, max_delay=0.5)
-    report("SCIM", tally, started)
+                                    "token": token}, reset, read, batch=250, max_delay=0.5,
+                         kills=SCIM_KILLS)
+    report("SCIM", tally, started, SCIM_KILLS)
 
 
 def test_sigkill_anywhere_on_slapd(slapd_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
