@@ -15,7 +15,7 @@ The package has 1,500 members; most already hold what it grants, so a deploy wri
 SCIM server's cost grows with each change times the group's size).
 
 WAVEKIT_FAULT_KILLS         kills per action on slapd (deploy and rollback); default 20
-WAVEKIT_FAULT_SCIM_KILLS    kills per action on scim2-server; default 10 (CI time), 20 for the full tier
+WAVEKIT_FAULT_SCIM_KILLS    kills per action on scim2-server; default 10 (CI time); 20: full
 WAVEKIT_FAULT_CRASH_MEMBERS members of the package; default 1500
 WAVEKIT_FAULT_SEED          seed of the kill moments; default 7
 """
