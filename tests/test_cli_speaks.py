@@ -90,6 +90,23 @@ def _env(tmp_path: Path, url: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.parametrize("variable,value,said", [
+    ("WAVEKIT_BATCH_SIZE", "0", "WAVEKIT_BATCH_SIZE: Input should be greater than or equal to 1"),
+    ("WAVEKIT_BATCH_SIZE", "1e9", "WAVEKIT_BATCH_SIZE: Input should be a valid integer"),
+    ("WAVEKIT_SMTP_PORT", "99999", "WAVEKIT_SMTP_PORT: Input should be less than or equal to"),
+    ("WAVEKIT_APPROVAL_DEADLINE_HOURS", "-1", "WAVEKIT_APPROVAL_DEADLINE_HOURS: Input should be"),
+])
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path, variable: str,
+                                                        value: str, said: str) -> None:
+    env = _env(tmp_path, f"sqlite:///{tmp_path / 'w.db'}") | {variable: value}
+    done = subprocess.run([str(WAVEKIT), "status"], env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    first = done.stderr.strip().splitlines()[0]
+    assert first.startswith("error: invalid setting: ") and said in first, done.stderr
+
+
 @pytest.mark.slow
 def test_release_without_a_server_asks_the_owners_and_says_how_to_continue(tmp_path: Path):
     url = _loaded(tmp_path)

@@ -23,7 +23,6 @@ WAVEKIT_FAULT_SEED          seed of the kill moments; default 7
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -54,6 +53,7 @@ from wavekit.adapters.store import audit
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.lifecycle import transition
 from wavekit.adapters.store.models import RolePackage
+from wavekit.adapters.targets.base import plan_batches
 from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.states import PackageState
 
@@ -91,9 +91,9 @@ def batches(pkg: PackageDef, seed: GrantSet, action: str, batch: int) -> int:
     adds, gone = want - prior, prior - want
     if action == "deploy":
         removes = {g for g in gone if g.entitlement in pkg.removes}
-        retires = gone - removes
-        return math.ceil((len(adds) + len(removes)) / batch) + math.ceil(len(retires) / batch)
-    return math.ceil((len(adds) + len(gone)) / batch)
+        return len(list(plan_batches(adds, removes, batch))) + len(list(
+            plan_batches([], gone - removes, batch)))
+    return len(list(plan_batches(adds, gone, batch)))
 
 
 class Driver:

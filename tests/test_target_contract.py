@@ -95,3 +95,20 @@ def test_rollback_restores_prior_bundle_and_leaves_outsiders_alone(target: Targe
     # Rolling back again is a no-op.
     again = plan_restore(plan.prior, plan.touched, readback)
     assert target.apply(again.adds, again.removes).changed == 0
+
+
+def test_batches_hold_whole_entitlements_so_a_group_is_written_once() -> None:
+    from wavekit.adapters.targets.base import batched
+
+    grants = grant_set([(u, "big") for u in USERS] + [(u, "s1") for u in USERS[:4]]
+                       + [(u, "s2") for u in USERS[:4]] + [(u, "s3") for u in USERS[:3]])
+    cut = list(batched(grants, 10))
+    # "big" (30) alone, in batches of 10; s1+s2 share one (8); s3 would make 11: its own.
+    assert [sorted({g.entitlement for g in b}) for b in cut] == [
+        ["big"], ["big"], ["big"], ["s1", "s2"], ["s3"]]
+    assert [len(b) for b in cut] == [10, 10, 10, 8, 3]
+    assert sorted(g for b in cut for g in b) == sorted(grants)
+    # A batch as large as the group: one batch per group, never two groups split.
+    assert [len(b) for b in batched(grants, 30)] == [30, 11]
+    with pytest.raises(ValueError):
+        list(batched(grants, 0))

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wavekit.adapters.targets.base import BATCH_SIZE
 
 
 def masked_url(url: str) -> str:
@@ -33,22 +35,24 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     target: str = "sandbox"
-    batch_size: int = 500
-    approval_deadline_hours: float = 24.0
-    approval_reminder_hours: float = 4.0
-    approval_escalate_hours: float = 8.0
-    approval_poll_seconds: int = 5
+    # Grants per target batch (targets.base.BATCH_SIZE); the cap keeps one LDAP modify well
+    # under slapd's 4 MiB request limit.
+    batch_size: int = Field(BATCH_SIZE, ge=1, le=20000)
+    approval_deadline_hours: float = Field(24.0, gt=0)
+    approval_reminder_hours: float = Field(4.0, gt=0)
+    approval_escalate_hours: float = Field(8.0, gt=0)
+    approval_poll_seconds: int = Field(5, ge=1, le=3600)
     # Local mode: accept Prefect UI decisions without a one-time code. Off by default; every
     # decision taken so is recorded as unverified (audit log, reports). For demos only.
     approvals_unverified: bool = False
     # Where one-time approval codes are e-mailed when Slack does not reach an approver.
     smtp_host: str | None = None
-    smtp_port: int = 25
+    smtp_port: int = Field(25, ge=1, le=65535)
     smtp_sender: str = "wavekit@localhost"
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
-    review_cadence_days: int = 30
+    review_cadence_days: int = Field(30, ge=1, le=3660)
     # Who may promote, pause, resume or abort any package's rollout besides its owner and
     # delegates: comma-separated ids (Slack id or e-mail). None by default.
     release_managers: str = ""
@@ -94,6 +98,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'wavekit.db'}"
 
 
+class SettingsInvalid(ValueError):
+    """A WAVEKIT_ variable (or an override) holds a value wavekit cannot use; the message
+    names each variable and what is wrong, without echoing secrets."""
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment, with explicit overrides winning."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            where = field if field in given else f"WAVEKIT_{field.upper()}"
+            problems.append(f"{where}: {error['msg']}")
+        raise SettingsInvalid("invalid setting: " + "; ".join(problems)) from None

@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from wavekit import project
 from wavekit.adapters import catalog as catalog_mod
-from wavekit.adapters.settings import load_settings, masked_url
+from wavekit.adapters.settings import SettingsInvalid, default_data_dir, load_settings, masked_url
 from wavekit.adapters.store import schema
 from wavekit.adapters.store.engine import get_engine, raw_engine, session_scope
 from wavekit.examples import EXAMPLE_CATALOG, SANDBOX_SEED, seed_target
@@ -777,7 +777,10 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # the last line of defence: typer has handled usage errors
-        log_path = load_settings().data_dir / "wavekit.log"
+        try:
+            log_path = load_settings().data_dir / "wavekit.log"
+        except SettingsInvalid:  # the error being reported may be this very one
+            log_path = default_data_dir() / "wavekit.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=log_path, level=logging.DEBUG, force=True)
         logging.getLogger("wavekit").exception("wavekit failed")
@@ -786,7 +789,8 @@ def main() -> None:
         from wavekit.adapters.targets.base import TargetError
 
         # A target's error already names the target and what failed, on one line.
-        said = str(exc) if isinstance(exc, TargetError) else f"{type(exc).__name__}: {exc}"
+        said = (str(exc) if isinstance(exc, TargetError | SettingsInvalid)
+                else f"{type(exc).__name__}: {exc}")
         if _unauthorized(exc):
             said = ("the Prefect server refused wavekit (401 Unauthorized): set "
                     "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import groupby
+from operator import attrgetter
 from typing import Protocol, Self, runtime_checkable
 
 from wavekit.domain.grants import Grant, GrantSet
+
+# Grants per batch unless WAVEKIT_BATCH_SIZE says otherwise: a batch holds whole groups where
+# they fit (`batched`), so most groups are read and written once.
+BATCH_SIZE = 5000
 
 
 class TargetError(RuntimeError):
@@ -96,7 +101,7 @@ class Target(Protocol):
         adds: Iterable[Grant],
         removes: Iterable[Grant],
         *,
-        batch_size: int = 500,
+        batch_size: int = BATCH_SIZE,
         on_batch: ProgressCallback | None = None,
     ) -> ApplyResult:
         """Make `adds` present and `removes` absent, in batches; idempotent."""
@@ -146,7 +151,7 @@ class KeepsStoredValues(Protocol):
         ...
 
     def apply_verbatim(self, adds: Iterable[Grant], removes: Iterable[Grant],
-                       stored: Mapping[Grant, str], *, batch_size: int = 500,
+                       stored: Mapping[Grant, str], *, batch_size: int = BATCH_SIZE,
                        on_batch: ProgressCallback | None = None) -> ApplyResult:
         """Like apply, writing each add whose stored value is known as exactly that value."""
         ...
@@ -160,7 +165,7 @@ def read_snapshot(target: Target, entitlements: Collection[str]) -> Snapshot:
 
 
 def apply_restoring(target: Target, adds: Iterable[Grant], removes: Iterable[Grant],
-                    stored: Mapping[Grant, str], *, batch_size: int = 500,
+                    stored: Mapping[Grant, str], *, batch_size: int = BATCH_SIZE,
                     on_batch: ProgressCallback | None = None) -> ApplyResult:
     """apply(), re-adding grants in their stored form on targets that keep one."""
     if stored and isinstance(target, KeepsStoredValues):
@@ -170,13 +175,25 @@ def apply_restoring(target: Target, adds: Iterable[Grant], removes: Iterable[Gra
 
 
 def batched(items: Iterable[Grant], size: int) -> Iterator[list[Grant]]:
-    """Split grants into lists of at most `size`, entitlement by entitlement so a batch maps
-    onto few target requests; the order is stable so a re-run batches the same way."""
+    """Split grants into batches of whole entitlements, so each group is read and written
+    once per batch (a raw script's one write per group): small entitlements share a batch up
+    to `size` grants; one larger than `size` is cut into batches of `size`. The order is
+    stable so a re-run batches the same way."""
     if size < 1:
         raise ValueError("batch_size must be at least 1")
-    ordered = iter(sorted(items, key=lambda g: (g.entitlement, g.identity)))
-    while chunk := list(islice(ordered, size)):
-        yield chunk
+    batch: list[Grant] = []
+    for _, group in groupby(sorted(items, key=lambda g: (g.entitlement, g.identity)),
+                            key=attrgetter("entitlement")):
+        grants = list(group)
+        if batch and len(batch) + len(grants) > size:
+            yield batch
+            batch = []
+        while len(grants) > size:
+            yield grants[:size]
+            grants = grants[size:]
+        batch.extend(grants)
+    if batch:
+        yield batch
 
 
 def apply_in_batches(

@@ -26,6 +26,7 @@ from typing import Any
 
 from wavekit.adapters.settings import Settings
 from wavekit.adapters.targets.base import (
+    BATCH_SIZE,
     ApplyResult,
     ClosesOnExit,
     ProgressCallback,
@@ -59,7 +60,8 @@ class ReadOnlyTarget(ClosesOnExit):
     def read_grants(self, entitlements: Collection[str]) -> GrantSet:
         return self._target.read_grants(entitlements)
 
-    def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *, batch_size: int = 500,
+    def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *,
+              batch_size: int = BATCH_SIZE,
               on_batch: ProgressCallback | None = None) -> ApplyResult:
         raise ProductionWriteRefused(f"a rollback drill never writes production ({self.name})")
 

@@ -26,6 +26,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from wavekit.adapters.targets.base import (
+    BATCH_SIZE,
     ApplyResult,
     BatchResult,
     ClosesOnExit,
@@ -265,7 +266,7 @@ class LdapTarget(ClosesOnExit):
         return Snapshot(frozenset(stored), stored)
 
     def apply_verbatim(self, adds: Iterable[Grant], removes: Iterable[Grant],
-                       stored: Mapping[Grant, str], *, batch_size: int = 500,
+                       stored: Mapping[Grant, str], *, batch_size: int = BATCH_SIZE,
                        on_batch: ProgressCallback | None = None) -> ApplyResult:
         """apply(), adding each grant whose stored value is known as exactly that DN."""
         def batch(index: int, add: list[Grant], remove: list[Grant]) -> BatchResult:
@@ -278,7 +279,7 @@ class LdapTarget(ClosesOnExit):
         adds: Iterable[Grant],
         removes: Iterable[Grant],
         *,
-        batch_size: int = 500,
+        batch_size: int = BATCH_SIZE,
         on_batch: ProgressCallback | None = None,
     ) -> ApplyResult:
         return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)

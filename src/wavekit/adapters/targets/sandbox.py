@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from wavekit.adapters.store.engine import session_scope
 from wavekit.adapters.store.models import SandboxGrant
 from wavekit.adapters.targets.base import (
+    BATCH_SIZE,
     ApplyResult,
     BatchResult,
     ClosesOnExit,
@@ -48,7 +49,7 @@ class SandboxTarget(ClosesOnExit):
         adds: Iterable[Grant],
         removes: Iterable[Grant],
         *,
-        batch_size: int = 500,
+        batch_size: int = BATCH_SIZE,
         on_batch: ProgressCallback | None = None,
     ) -> ApplyResult:
         return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)

@@ -32,6 +32,7 @@ from scim2_models import (
 )
 
 from wavekit.adapters.targets.base import (
+    BATCH_SIZE,
     ApplyResult,
     BatchResult,
     ClosesOnExit,
@@ -445,7 +446,8 @@ class ScimTarget(ClosesOnExit):
         return frozenset(Grant(who, group) for group, ids in members.items()
                          for m in ids if (who := names.get(m)))
 
-    def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *, batch_size: int = 500,
+    def apply(self, adds: Iterable[Grant], removes: Iterable[Grant], *,
+              batch_size: int = BATCH_SIZE,
               on_batch: ProgressCallback | None = None) -> ApplyResult:
         return apply_in_batches(self._apply_batch, adds, removes, batch_size, on_batch)
 
