@@ -234,8 +234,68 @@ def test_many_members_go_in_few_patch_requests(make_target: MakeTarget,
 
     wire.clear()
     assert target.apply([], grants).removed == 300
-    assert len(wire.calls("PATCH")) == 3
+    # The server enforces ETags: one replace of the member list, guarded by If-Match.
+    (patch,) = wire.calls("PATCH")
+    assert body(patch)["Operations"] == [{"op": "replace", "path": "members", "value": []}]
+    assert patch.headers["If-Match"]
     assert target.read_grants(["ent-a"]) == frozenset()
+
+
+def without_etags(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    """The server's ServiceProviderConfig, saying it offers no ETags."""
+    if not request.url.path.endswith("/ServiceProviderConfig"):
+        return response
+    config = response.json()
+    config["etag"]["supported"] = False
+    return httpx.Response(200, json=config, headers={"Content-Type": "application/scim+json"})
+
+
+def test_without_etags_removals_go_by_filter_never_by_replace(make_target: MakeTarget,
+                                                              directory: ScimConfig) -> None:
+    provision_scim_directory(directory, people([f"p{i:03d}" for i in range(300)]), [])
+    grants = grant_set([(f"p{i:03d}", "ent-a") for i in range(300)])
+    make_target().apply(grants, [])
+    wire = Wire(rewrite=without_etags)
+    target = make_target(wire, use_bulk="never", max_members_per_patch=100)
+    # A replace without If-Match could overwrite a change made since the read.
+    assert target.apply([], grants).removed == 300
+    ops = [body(p)["Operations"][0] for p in wire.calls("PATCH")]
+    assert [op["op"] for op in ops] == ["remove"] * 3
+    assert all(op["path"].startswith("members[value eq ") for op in ops)
+    assert target.read_grants(["ent-a"]) == frozenset()
+
+
+def test_a_removal_keeps_nested_groups_and_a_member_added_meanwhile(
+        make_target: MakeTarget, directory: ScimConfig) -> None:
+    owner = make_target()
+    owner.apply(grant_set([(u, "ent-a") for u in ("u01", "u02", "u03")]), [])
+    ids = owner._group_ids_for(["ent-a", "ent-b"])
+    token = token_of(directory)
+    # ent-b is a member of ent-a: not a grant wavekit manages, and it must stay.
+    httpx.patch(f"{directory.base_url}/Groups/{ids['ent-a']}",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                      "Operations": [{"op": "add", "path": "members", "value": [
+                          {"value": ids["ent-b"], "type": "Group"}]}]}).raise_for_status()
+    outsider = make_target()
+    raced: list[int] = []
+
+    def race(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "PATCH" and not raced:
+            raced.append(1)
+            outsider.apply([Grant("u30", "ent-a")], [])  # lands between our read and write
+        return None
+
+    wire = Wire(race)
+    target = make_target(wire, use_bulk="never")
+    result = target.apply([], grant_set([("u01", "ent-a"), ("u02", "ent-a")]))
+    assert [a.status_code for _, a in wire.exchanges("PATCH")] == [412, 204]
+    assert result.removed == 2
+    assert target.read_grants(["ent-a"]) == grant_set([("u03", "ent-a"), ("u30", "ent-a")])
+    group = httpx.get(f"{directory.base_url}/Groups/{ids['ent-a']}",
+                      headers={"Authorization": f"Bearer {token}"}).json()
+    assert {"value": ids["ent-b"], "type": "Group"} in [
+        {"value": m["value"], "type": m.get("type")} for m in group["members"]]
 
 
 def test_a_large_group_reads_back_completely_page_by_page(make_target: MakeTarget,

@@ -258,6 +258,13 @@ class ScimSession:
         return bool(spc.filter and spc.filter.supported)
 
     @property
+    def etags_enforced(self) -> bool:
+        """Whether the server advertises ETags, so If-Match guards a write against a change
+        made since the read."""
+        etag = self.service_config.etag
+        return bool(etag and etag.supported)
+
+    @property
     def bulk_limits(self) -> tuple[int, int] | None:
         """(maxOperations, maxPayloadSize) when bulk is advertised and allowed, else None."""
         bulk = self.service_config.bulk
@@ -383,18 +390,35 @@ def _op_detail(result: Mapping[str, Any]) -> str:
     return f"HTTP {_status(result)} {detail}".strip()
 
 
+# Removals by filter (members[value eq "a" or ...]) cost some servers a scan of the group per
+# clause (scim2-server: 3.4 s for 150 of 1,500 members); one ETag-guarded replace of the
+# member list costs one pass (0.2 s). Above this many members the list is too big for one
+# request and removals go by filter.
+_REPLACE_MAX_MEMBERS = 10_000
+
+
 @dataclass
 class _GroupWrite:
-    """The member changes one group still needs, diffed against what was just read."""
+    """The member changes one group still needs, diffed against what was just read.
+
+    `keep` (set when the server enforces ETags and the write removes members) is every
+    member value the group keeps, as read: the write is then one replace of the member list,
+    conditional on `version`, so a change made since the read fails it (412) rather than
+    being overwritten."""
 
     name: str
     group_id: str
     version: str | None
     add: list[str]
     remove: list[str]
+    keep: list[dict[str, str]] | None = None
 
     def operations(self, per_op: int) -> list[tuple[dict[str, Any], int, int]]:
         """PATCH operations of at most `per_op` members each, with their (added, removed)."""
+        if self.keep is not None:
+            value = self.keep + [{"value": m, "type": "User"} for m in self.add]
+            return [({"op": "replace", "path": "members", "value": value},
+                     len(self.add), len(self.remove))]
         ops: list[tuple[dict[str, Any], int, int]] = []
         for chunk in _chunks(self.add, per_op):
             ops.append(({"op": "add", "path": "members",
@@ -482,10 +506,14 @@ class ScimTarget(ClosesOnExit):
         for _ in range(self.session.retry.attempts):
             writes = []
             for name in pending:
-                members, version = self._read_group(groups[name])
+                members, version, values = self._read_group(groups[name])
                 to_add, to_remove = wanted[name]
                 write = _GroupWrite(name, groups[name], version, sorted(to_add - members),
                                     sorted(to_remove & members))
+                if (write.remove and version and self.session.etags_enforced
+                        and len(values) + len(write.add) <= _REPLACE_MAX_MEMBERS):
+                    gone = set(write.remove)
+                    write.keep = [v for v in values if v["value"] not in gone]
                 if write.add or write.remove:
                     writes.append(write)
             landed = self._write(writes)
@@ -562,12 +590,14 @@ class ScimTarget(ClosesOnExit):
 
     # -- directory lookups -------------------------------------------------------------
 
-    def _read_group(self, group_id: str) -> tuple[set[str], str | None]:
-        """Member user ids and the ETag of one group."""
+    def _read_group(self, group_id: str) -> tuple[set[str], str | None, list[dict[str, str]]]:
+        """Member user ids, the ETag, and every member value as read (users and nested
+        groups: a replace of the member list must keep what wavekit does not manage)."""
         group = self.session.read("Group", group_id)
-        members = {m.value for m in (getattr(group, "members", None) or [])
-                   if m.value and (m.type or "User") == "User"}
-        return members, group.meta.version if group.meta else None
+        listed = [m for m in (getattr(group, "members", None) or []) if m.value]
+        members = {m.value for m in listed if (m.type or "User") == "User"}
+        values = [{"value": m.value, **({"type": m.type} if m.type else {})} for m in listed]
+        return members, group.meta.version if group.meta else None, values
 
     def _group_ids_for(self, names: Iterable[str]) -> dict[str, str]:
         for name in sorted(set(names) - self._group_ids.keys()):
