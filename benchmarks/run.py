@@ -70,6 +70,7 @@ class Sizes:
     telemetry_packages: int
     p1_groups: int = 20
     p1_members: int = 2_000
+    p1_fractions: tuple[float, ...] = (1 / 16, 1 / 4, 1.0)  # of p1_members, for the exponent
     p2_members: int = 5_000
     p3_fractions: tuple[float, ...] = (1 / 16, 1 / 4, 1.0)
     reps: int = 3
@@ -477,30 +478,50 @@ def render_report(results: Sequence[Result], *, quick: bool, elapsed: float,
     )
 
 
-def bench_targets(sizes: Sizes, which: str) -> list[Result]:
-    """P1 and P2 at target level against the raw clients (benchmarks/targets.py)."""
+def _scale(fraction: float) -> str:
+    return "" if fraction == 1 else f", 1/{1 / fraction:g} scale"
+
+
+def bench_targets(sizes: Sizes, which: str, extra: list[str] | None = None) -> list[Result]:
+    """P1 (at every size of sizes.p1_fractions, with the scaling exponents) and P2 at target
+    level against the raw clients (benchmarks/targets.py)."""
     from benchmarks import targets
+    from benchmarks.nightly import exponent
     from wavekit.devservers.scim import ScimServerUnavailable
     from wavekit.devservers.slapd import SlapdUnavailable
 
-    g, m = sizes.p1_groups, sizes.p1_members
-    p1 = f"{g} groups x {m:,} members ({g * m:,} grants)"
+    results: list[Result] = []
     try:
-        if which == "p1-ldap":
-            name, size, row = "P1 LDAP apply (Target.apply)", p1, targets.ldap_apply(
-                g, m, sizes.reps)
-        elif which == "p1-scim":
-            name, size, row = "P1 SCIM apply (Target.apply)", p1, targets.scim_apply(
-                g, m, sizes.reps)
-        else:
-            name = "P2 LDAP rollback + read-back"
-            size = f"{sizes.p2_members:,} members x 2 entitlements"
+        if which == "p2-rollback":
             row = targets.ldap_rollback(sizes.p2_members, reps=sizes.reps)
+            return [Result(f"P2 LDAP rollback + read-back vs {client}",
+                           f"{sizes.p2_members:,} members x 2 entitlements", row.wavekit_s, raw,
+                           note=f"{row.note}; median of {sizes.reps}")
+                    for client, raw in row.raw_s.items()]
+        kind = "LDAP" if which == "p1-ldap" else "SCIM"
+        apply = targets.ldap_apply if which == "p1-ldap" else targets.scim_apply
+        g = sizes.p1_groups
+        grants: list[float] = []
+        seconds: dict[str, list[float]] = {}
+        for fraction in sizes.p1_fractions:
+            m = max(1, round(sizes.p1_members * fraction))
+            print(f"  P1 {kind} at {fraction:g} ...", file=sys.stderr, flush=True)
+            row = apply(g, m, sizes.reps)
+            results += [Result(f"P1 {kind} apply (Target.apply){_scale(fraction)} vs {client}",
+                               f"{g} groups x {m:,} members ({g * m:,} grants)",
+                               row.wavekit_s, raw, note=f"{row.note}; median of {sizes.reps}")
+                        for client, raw in row.raw_s.items()]
+            grants.append(g * m)
+            for who, t in [("wavekit", row.wavekit_s), *row.raw_s.items()]:
+                seconds.setdefault(who, []).append(t)
+        if len(grants) > 1 and extra is not None:
+            extra.append(f"P1 {kind} scaling exponent (time ~ grants^k over "
+                         f"{', '.join(f'{n:,.0f}' for n in grants)} grants; 1 = linear): "
+                         + ", ".join(f"{who} {exponent(grants, t):.2f}"
+                                     for who, t in seconds.items()))
     except (SlapdUnavailable, ScimServerUnavailable) as exc:
-        return [Result(which, "-", None, note=f"skipped: {exc}")]
-    return [Result(f"{name} vs {client}", size, row.wavekit_s, raw,
-                   note=f"{row.note}; median of {sizes.reps}")
-            for client, raw in row.raw_s.items()]
+        results.append(Result(which, "-", None, note=f"skipped: {exc}"))
+    return results
 
 
 def bench_nightly(sizes: Sizes, work: Path, extra: list[str]) -> list[Result]:
@@ -562,8 +583,8 @@ def run(sizes: Sizes, only: set[str] | None = None, extra: list[str] | None = No
     with tempfile.TemporaryDirectory(prefix="wavekit-bench-") as tmp:
         work = Path(tmp)
         steps: list[tuple[str, Callable[[], list[Result]]]] = [
-            ("p1-ldap", lambda: bench_targets(sizes, "p1-ldap")),
-            ("p1-scim", lambda: bench_targets(sizes, "p1-scim")),
+            ("p1-ldap", lambda: bench_targets(sizes, "p1-ldap", notes)),
+            ("p1-scim", lambda: bench_targets(sizes, "p1-scim", notes)),
             ("p2-rollback", lambda: bench_targets(sizes, "p2-rollback")),
             ("p3-nightly", lambda: bench_nightly(sizes, work, notes)),
             ("catalog", lambda: bench_catalog(sizes.identities, sizes.packages, work,
@@ -586,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke, < 2 min)")
     parser.add_argument("--only", action="append", choices=list(STEPS),
                         help="run only this benchmark (repeatable)")
+    parser.add_argument("--p1-sizes", type=_fractions, default=None, metavar="1/16,1/4,1",
+                        help="P1 apply sizes as fractions of 2,000 members per group")
     parser.add_argument("--p3-sizes", type=_fractions, default=None, metavar="1/16,1/4,1",
                         help="P3 sizes as fractions of 100k identities / 500 packages")
     parser.add_argument("--output", type=Path, default=RESULTS,
@@ -594,6 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     extra: list[str] = []
     sizes = QUICK if args.quick else FULL
+    if args.p1_sizes:
+        sizes = replace(sizes, p1_fractions=args.p1_sizes)
     if args.p3_sizes:
         sizes = replace(sizes, p3_fractions=args.p3_sizes)
     results = run(sizes, set(args.only) if args.only else None, extra)
