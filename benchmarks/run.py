@@ -26,6 +26,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -36,6 +37,7 @@ import pandas as pd
 import yaml
 from sqlalchemy import insert
 
+from benchmarks.flows import PrefectServer  # first: it keeps Prefect quiet and local
 from wavekit.adapters import catalog as wk_catalog
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
@@ -74,15 +76,27 @@ class Sizes:
     p2_members: int = 5_000
     p3_fractions: tuple[float, ...] = (1 / 16, 1 / 4, 1.0)
     reps: int = 3
+    # P1 whole flow: p1_groups x flow_members in flow_packages packages, flow_reps repetitions
+    flow_members: int = 2_000
+    flow_packages: int = 4
+    flow_reps: int = 3
+    # P4: p4_packages packages of p4_members members x p4_entitlements entitlements each
+    p4_packages: int = 50
+    p4_members: int = 20
+    p4_entitlements: int = 2
+    p4_watch_days: int | None = None  # None: the catalog's default watch (14 days)
 
 
 FULL = Sizes(identities=100_000, packages=500, write_sample=10_000, sandbox_grants=20_000,
              sandbox_single=1_000, ldap_members=1_500, telemetry_packages=32)
 QUICK = Sizes(identities=10_000, packages=50, write_sample=1_000, sandbox_grants=2_000,
               sandbox_single=100, ldap_members=150, telemetry_packages=4, p1_members=200,
-              p2_members=500, p3_fractions=(1 / 128, 1 / 64, 1 / 32))
-STEPS = ("p1-ldap", "p1-scim", "p2-rollback", "p3-nightly", "catalog", "sandbox", "ldap",
-         "metrics")
+              p2_members=500, p3_fractions=(1 / 128, 1 / 64, 1 / 32), flow_members=20,
+              flow_packages=1, flow_reps=1, p4_packages=2, p4_members=5, p4_entitlements=1,
+              p4_watch_days=1)
+STEPS = ("p1-ldap", "p1-scim", "p1-flow", "p2-rollback", "p3-nightly", "p4-wave", "catalog",
+         "sandbox", "ldap", "metrics")
+P4_TARGET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -574,19 +588,89 @@ def bench_nightly(sizes: Sizes, work: Path, extra: list[str]) -> list[Result]:
     return results
 
 
+def bench_flow(sizes: Sizes, work: Path, prefect: Callable[[], None]) -> list[Result]:
+    """P1 whole flow: release_wave on slapd and scim2-server vs the raw client
+    (benchmarks/flows.py)."""
+    from benchmarks import flows
+    from wavekit.devservers.scim import ScimServerUnavailable
+    from wavekit.devservers.slapd import SlapdUnavailable
+
+    g, m, n = sizes.p1_groups, sizes.flow_members, sizes.flow_packages
+    size = f"{g} groups x {m:,} members ({g * m:,} grants), {n} package{'s' * (n > 1)}"
+    results = []
+    for kind, name, client in (("ldap", "LDAP", "ldap3"), ("scim", "SCIM", "httpx PATCH")):
+        print(f"  P1 whole flow on {name} ...", file=sys.stderr, flush=True)
+        try:
+            row = flows.p1_flow(kind, g, m, n, sizes.flow_reps, work, prefect)
+        except (SlapdUnavailable, ScimServerUnavailable) as exc:
+            results.append(Result(f"P1 whole flow, {name}", "-", None, note=f"skipped: {exc}"))
+            continue
+        results.append(Result(
+            f"P1 whole flow (release_wave), {name} vs {client}", size, row.wavekit_s,
+            row.raw_s, note=f"{row.note}; target >= 0.5x raw; wall time outside wavekit's "
+            f"functions (Prefect): {row.outside_s:.1f} s of {row.wavekit_s:.1f} s"))
+    return results
+
+
+def bench_p4(sizes: Sizes, work: Path, prefect: Callable[[], None], extra: list[str]
+             ) -> list[Result]:
+    """P4: a wave of sizes.p4_packages packages on the sandbox to Stable, Prefect included,
+    on SQLite and PostgreSQL, with Prefect's share of the time (benchmarks/flows.py)."""
+    from benchmarks import flows, nightly
+
+    results: list[Result] = []
+    cluster = nightly.PostgresCluster()
+    try:
+        pg_url = cluster.start()
+    except Exception as exc:  # no cluster: say so, keep SQLite
+        pg_url = None
+        extra.append(f"P4: PostgreSQL did not start: {exc}")
+    try:
+        for backend, url in (("SQLite", f"sqlite:///{work / 'p4.db'}"), ("PostgreSQL", pg_url)):
+            name = f"P4 wave to Stable, {backend}"
+            if url is None:
+                results.append(Result(name, "-", None, note="skipped: PostgreSQL is not "
+                                      "installed (scripts/system-deps.sh)"))
+                continue
+            print(f"  P4 on {backend} ...", file=sys.stderr, flush=True)
+            row = flows.p4_wave(url, sizes.p4_packages, sizes.p4_members,
+                                sizes.p4_entitlements, work, prefect, name=backend.lower(),
+                                watch_days=sizes.p4_watch_days)
+            by_subtraction = 1 - row.plain_s / row.flow_s
+            met = "met" if row.flow_s <= P4_TARGET_S else "missed"
+            results.append(Result(
+                name, f"{sizes.p4_packages} packages, {row.grants:,} grants, Stable on "
+                f"simulated day {row.days}", row.flow_s, row.plain_s, note=(
+                    f"trigger to every package Stable: release_wave twice (owners pre-approved "
+                    f"between, unverified) then watch_packages once per simulated day "
+                    f"(ManualClock, no sleeping), healthy scripted metrics; target <= "
+                    f"{P4_TARGET_S:.0f} s: {met}; baseline: the same domain calls without "
+                    f"Prefect, one thread, fresh store (benchmarks/flows.py plain_wave, "
+                    f"plain_watch); Prefect share {by_subtraction:.0%} by subtraction "
+                    f"(1 - baseline / wavekit), {row.outside_s / row.flow_s:.0%} by wrapping "
+                    f"(wall time when no thread was inside a wavekit domain/store function; "
+                    f"a lower bound)")))
+    finally:
+        cluster.stop()
+    return results
+
+
 def run(sizes: Sizes, only: set[str] | None = None, extra: list[str] | None = None
         ) -> list[Result]:
     """Run the selected benchmarks (STEPS) at `sizes`; notes for under the table go to extra."""
     chosen = only or set(STEPS)
     notes = extra if extra is not None else []
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="wavekit-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wavekit-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        prefect = PrefectServer(stack)  # started by the first step that runs a flow
         steps: list[tuple[str, Callable[[], list[Result]]]] = [
             ("p1-ldap", lambda: bench_targets(sizes, "p1-ldap", notes)),
             ("p1-scim", lambda: bench_targets(sizes, "p1-scim", notes)),
+            ("p1-flow", lambda: bench_flow(sizes, work, prefect)),
             ("p2-rollback", lambda: bench_targets(sizes, "p2-rollback")),
             ("p3-nightly", lambda: bench_nightly(sizes, work, notes)),
+            ("p4-wave", lambda: bench_p4(sizes, work, prefect, notes)),
             ("catalog", lambda: bench_catalog(sizes.identities, sizes.packages, work,
                                               write_sample=sizes.write_sample)),
             ("sandbox", lambda: bench_sandbox(sizes.sandbox_grants, sizes.sandbox_single, work)),
@@ -596,7 +680,13 @@ def run(sizes: Sizes, only: set[str] | None = None, extra: list[str] | None = No
         for name, step in steps:
             if name in chosen:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
+                began = time.perf_counter()
                 results += step()
+                print(f"  {name}: {time.perf_counter() - began:.0f} s", file=sys.stderr,
+                      flush=True)
+        if prefect.started_s is not None:
+            notes.append(f"Prefect: a temporary server (prefect_test_harness), started in "
+                         f"{prefect.started_s:.0f} s, not counted.")
     return results
 
 
