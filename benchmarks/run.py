@@ -85,15 +85,16 @@ class Sizes:
     p4_members: int = 20
     p4_entitlements: int = 2
     p4_watch_days: int | None = None  # None: the catalog's default watch (14 days)
+    p4_stores: tuple[str, ...] = ("SQLite", "PostgreSQL")
 
 
 FULL = Sizes(identities=100_000, packages=500, write_sample=10_000, sandbox_grants=20_000,
              sandbox_single=1_000, ldap_members=1_500, telemetry_packages=32)
 QUICK = Sizes(identities=10_000, packages=50, write_sample=1_000, sandbox_grants=2_000,
               sandbox_single=100, ldap_members=150, telemetry_packages=4, p1_members=200,
-              p2_members=500, p3_fractions=(1 / 128, 1 / 64, 1 / 32), flow_members=20,
+              p2_members=500, p3_fractions=(1 / 128, 1 / 32), flow_members=20,
               flow_packages=1, flow_reps=1, p4_packages=2, p4_members=5, p4_entitlements=1,
-              p4_watch_days=1)
+              p4_watch_days=1, p4_stores=("SQLite",))  # P4 on PostgreSQL: ~15 s more
 STEPS = ("p1-ldap", "p1-scim", "p1-flow", "p2-rollback", "p3-nightly", "p4-wave", "catalog",
          "sandbox", "ldap", "metrics")
 P4_TARGET_S = 60.0
@@ -513,21 +514,29 @@ def bench_targets(sizes: Sizes, which: str, extra: list[str] | None = None) -> l
                            note=f"{row.note}; median of {sizes.reps}")
                     for client, raw in row.raw_s.items()]
         kind = "LDAP" if which == "p1-ldap" else "SCIM"
-        apply = targets.ldap_apply if which == "p1-ldap" else targets.scim_apply
         g = sizes.p1_groups
         grants: list[float] = []
         seconds: dict[str, list[float]] = {}
-        for fraction in sizes.p1_fractions:
-            m = max(1, round(sizes.p1_members * fraction))
-            print(f"  P1 {kind} at {fraction:g} ...", file=sys.stderr, flush=True)
-            row = apply(g, m, sizes.reps)
-            results += [Result(f"P1 {kind} apply (Target.apply){_scale(fraction)} vs {client}",
-                               f"{g} groups x {m:,} members ({g * m:,} grants)",
-                               row.wavekit_s, raw, note=f"{row.note}; median of {sizes.reps}")
-                        for client, raw in row.raw_s.items()]
-            grants.append(g * m)
-            for who, t in [("wavekit", row.wavekit_s), *row.raw_s.items()]:
-                seconds.setdefault(who, []).append(t)
+        with ExitStack() as stack:
+            server = None
+            if kind == "SCIM":  # one server, a fresh tenant (an empty directory) per size
+                from wavekit.devservers.scim import run_local_scim_server
+
+                server = stack.enter_context(run_local_scim_server())
+            for fraction in sizes.p1_fractions:
+                m = max(1, round(sizes.p1_members * fraction))
+                print(f"  P1 {kind} at {fraction:g} ...", file=sys.stderr, flush=True)
+                # LDAP: a slapd per size (starting one takes about a second)
+                row = (targets.ldap_apply(g, m, sizes.reps) if kind == "LDAP"
+                       else targets.scim_apply(g, m, sizes.reps, server))
+                results += [Result(
+                    f"P1 {kind} apply (Target.apply){_scale(fraction)} vs {client}",
+                    f"{g} groups x {m:,} members ({g * m:,} grants)", row.wavekit_s, raw,
+                    note=f"{row.note}; median of {sizes.reps}")
+                    for client, raw in row.raw_s.items()]
+                grants.append(g * m)
+                for who, t in [("wavekit", row.wavekit_s), *row.raw_s.items()]:
+                    seconds.setdefault(who, []).append(t)
         if len(grants) > 1 and extra is not None:
             extra.append(f"P1 {kind} scaling exponent (time ~ grants^k over "
                          f"{', '.join(f'{n:,.0f}' for n in grants)} grants; 1 = linear): "
@@ -620,13 +629,16 @@ def bench_p4(sizes: Sizes, work: Path, prefect: Callable[[], None], extra: list[
 
     results: list[Result] = []
     cluster = nightly.PostgresCluster()
+    pg_url = None
+    if "PostgreSQL" in sizes.p4_stores:
+        try:
+            pg_url = cluster.start()
+        except Exception as exc:  # no cluster: say so, keep SQLite
+            extra.append(f"P4: PostgreSQL did not start: {exc}")
+    stores = {"SQLite": f"sqlite:///{work / 'p4.db'}", "PostgreSQL": pg_url}
     try:
-        pg_url = cluster.start()
-    except Exception as exc:  # no cluster: say so, keep SQLite
-        pg_url = None
-        extra.append(f"P4: PostgreSQL did not start: {exc}")
-    try:
-        for backend, url in (("SQLite", f"sqlite:///{work / 'p4.db'}"), ("PostgreSQL", pg_url)):
+        for backend in sizes.p4_stores:
+            url = stores[backend]
             name = f"P4 wave to Stable, {backend}"
             if url is None:
                 results.append(Result(name, "-", None, note="skipped: PostgreSQL is not "

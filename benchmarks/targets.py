@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,16 +180,20 @@ class ScimPair:
 
 
 @contextmanager
-def scim_pair(members: int, groups: Iterable[str]) -> Iterator[ScimPair]:
+def scim_pair(members: int, groups: Iterable[str], server: Any = None) -> Iterator[ScimPair]:
     """scim2-server on loopback holding `members` people and the empty `groups`, with a
-    ScimTarget and a raw httpx client on it (closed, and the server stopped, on the way out)."""
+    ScimTarget and a raw httpx client on it (closed, and the server stopped, on the way out).
+    server: the ScimConfig of a running server, whose fresh tenant (an empty directory) is
+    used instead of starting one."""
     import httpx
 
     from wavekit.adapters.targets.scim import ScimTarget, provision_scim_directory
-    from wavekit.devservers.scim import run_local_scim_server
+    from wavekit.devservers.scim import fresh_tenant, run_local_scim_server
 
     groups = list(groups)
-    with run_local_scim_server() as config:
+    with ExitStack() as stack:
+        config = (fresh_tenant(server) if server is not None
+                  else stack.enter_context(run_local_scim_server()))
         people = _people(members)
         target = ScimTarget(config)
         try:
@@ -212,13 +216,14 @@ def scim_raw_patch(pair: ScimPair, group: str) -> None:
                       ).raise_for_status()
 
 
-def scim_apply(groups: int, members: int, reps: int = 3) -> Row:
-    """P1: `ScimTarget.apply` vs httpx PATCH (all members per request) and SCIM Bulk."""
+def scim_apply(groups: int, members: int, reps: int = 3, server: Any = None) -> Row:
+    """P1: `ScimTarget.apply` vs httpx PATCH (all members per request) and SCIM Bulk; on a
+    fresh tenant of `server` (a running server's ScimConfig) when given."""
     from wavekit.adapters.targets.scim import ScimSession
 
     names = {(who, rep, g): f"p1-{who}-{rep}-{g:02d}" for who in ("wk", "patch", "bulk")
              for rep in range(reps) for g in range(groups)}
-    with scim_pair(members, names.values()) as pair:
+    with scim_pair(members, names.values(), server) as pair:
         people, target, client = pair.people, pair.target, pair.client
 
         def wk(rep: int) -> None:
