@@ -229,7 +229,7 @@ def _after_tick(rt: Any, tick: Any) -> bool:
         raise AssertionError(f"{tick.package_key}: {tick.action} ({tick.reason})")
     if actions.retire_legacy:
         rollout.retire_legacy(rt, tick.release_id)
-    return actions.release_dependents
+    return bool(actions.release_dependents)
 
 
 def plain_watch(rt: Any, url: str, clock: Any, deployed: datetime, days: int) -> int:
@@ -360,6 +360,7 @@ def p1_flow(kind: str, groups: int, members: int, packages: int, reps: int, work
                 return LdapTarget(pair.config)
 
             def raw_add(group: str) -> None:
+                assert isinstance(pair, targets.LdapPair)
                 targets.ldap_raw_add(pair, group)
         else:
             from wavekit.adapters.targets.scim import ScimTarget
@@ -368,6 +369,7 @@ def p1_flow(kind: str, groups: int, members: int, packages: int, reps: int, work
                 return ScimTarget(pair.config)
 
             def raw_add(group: str) -> None:
+                assert isinstance(pair, targets.ScimPair)
                 targets.scim_raw_patch(pair, group)
 
         ids = [str(p["id"]) for p in pair.people]
@@ -452,7 +454,8 @@ def p4_wave(url: str, packages: int, members: int, entitlements: int, work: Path
         from wavekit.adapters.store.models import Release
 
         with session_scope(url) as s:
-            return as_utc(s.exec(select(func.max(col(Release.deployed_at)))).one())
+            latest: datetime = s.exec(select(func.max(col(Release.deployed_at)))).one()
+        return as_utc(latest)
 
     # Prefect: the flows, metered.
     write_wave(work / f"p4-{name}", url, ids, catalog, watch_days)

@@ -3,15 +3,18 @@
 Machines are noisy, so every row pairs wavekit's way with a baseline timed in the same process
 on the same data, and the ratio (baseline time / wavekit time) is the number to read; the
 absolute seconds only describe this machine. Results go to benchmarks/results.md as a
-Markdown table and are printed. `--quick` shrinks every size (a CI smoke run, under two
-minutes).
+Markdown table and are printed. `--quick` shrinks every size (a CI smoke run, about two
+minutes; P4 on SQLite only, P3 at two sizes).
 
 P1-P3 (issue 16) pit wavekit against the best a script can do: ldap3 with one modify per
 group holding every member, httpx PATCH with every member per request, SCIM Bulk where the
-server serves it (benchmarks/targets.py), medians of interleaved repetitions; P3 times the
-nightly plan at three sizes on SQLite and PostgreSQL and prints the scaling exponent
-(benchmarks/nightly.py). Rows a-d are older context: their `baseline_*` functions below are
-deliberately naive reference implementations that exist only in this file.
+server serves it (benchmarks/targets.py), medians of interleaved repetitions, P1 apply at
+three sizes with its scaling exponent; P1 whole flow runs `release_wave` on Prefect against
+the same raw clients, and P4 a 50-package wave to Stable on the sandbox with Prefect's share
+of the time (benchmarks/flows.py); P3 times the nightly plan at three sizes on SQLite and
+PostgreSQL and prints the scaling exponent (benchmarks/nightly.py). Rows a-d are older
+context: their `baseline_*` functions below are deliberately naive reference implementations
+that exist only in this file.
 """
 
 from __future__ import annotations
