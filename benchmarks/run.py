@@ -3,15 +3,18 @@
 Machines are noisy, so every row pairs wavekit's way with a baseline timed in the same process
 on the same data, and the ratio (baseline time / wavekit time) is the number to read; the
 absolute seconds only describe this machine. Results go to benchmarks/results.md as a
-Markdown table and are printed. `--quick` shrinks every size (a CI smoke run, under two
-minutes).
+Markdown table and are printed. `--quick` shrinks every size (a CI smoke run, about two
+minutes; P4 on SQLite only, P3 at two sizes).
 
 P1-P3 (issue 16) pit wavekit against the best a script can do: ldap3 with one modify per
 group holding every member, httpx PATCH with every member per request, SCIM Bulk where the
-server serves it (benchmarks/targets.py), medians of interleaved repetitions; P3 times the
-nightly plan at three sizes on SQLite and PostgreSQL and prints the scaling exponent
-(benchmarks/nightly.py). Rows a-d are older context: their `baseline_*` functions below are
-deliberately naive reference implementations that exist only in this file.
+server serves it (benchmarks/targets.py), medians of interleaved repetitions, P1 apply at
+three sizes with its scaling exponent; P1 whole flow runs `release_wave` on Prefect against
+the same raw clients, and P4 a 50-package wave to Stable on the sandbox with Prefect's share
+of the time (benchmarks/flows.py); P3 times the nightly plan at three sizes on SQLite and
+PostgreSQL and prints the scaling exponent (benchmarks/nightly.py). Rows a-d are older
+context: their `baseline_*` functions below are deliberately naive reference implementations
+that exist only in this file.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -36,6 +40,7 @@ import pandas as pd
 import yaml
 from sqlalchemy import insert
 
+from benchmarks.flows import PrefectServer  # first: it keeps Prefect quiet and local
 from wavekit.adapters import catalog as wk_catalog
 from wavekit.adapters.catalog import load_catalog, write_catalog
 from wavekit.adapters.store.engine import reset_store, session_scope
@@ -70,18 +75,32 @@ class Sizes:
     telemetry_packages: int
     p1_groups: int = 20
     p1_members: int = 2_000
+    p1_fractions: tuple[float, ...] = (1 / 16, 1 / 4, 1.0)  # of p1_members, for the exponent
     p2_members: int = 5_000
     p3_fractions: tuple[float, ...] = (1 / 16, 1 / 4, 1.0)
     reps: int = 3
+    # P1 whole flow: p1_groups x flow_members in flow_packages packages, flow_reps repetitions
+    flow_members: int = 2_000
+    flow_packages: int = 4
+    flow_reps: int = 3
+    # P4: p4_packages packages of p4_members members x p4_entitlements entitlements each
+    p4_packages: int = 50
+    p4_members: int = 20
+    p4_entitlements: int = 2
+    p4_watch_days: int | None = None  # None: the catalog's default watch (14 days)
+    p4_stores: tuple[str, ...] = ("SQLite", "PostgreSQL")
 
 
 FULL = Sizes(identities=100_000, packages=500, write_sample=10_000, sandbox_grants=20_000,
              sandbox_single=1_000, ldap_members=1_500, telemetry_packages=32)
 QUICK = Sizes(identities=10_000, packages=50, write_sample=1_000, sandbox_grants=2_000,
               sandbox_single=100, ldap_members=150, telemetry_packages=4, p1_members=200,
-              p2_members=500, p3_fractions=(1 / 128, 1 / 64, 1 / 32))
-STEPS = ("p1-ldap", "p1-scim", "p2-rollback", "p3-nightly", "catalog", "sandbox", "ldap",
-         "metrics")
+              p2_members=500, p3_fractions=(1 / 128, 1 / 32), flow_members=20,
+              flow_packages=1, flow_reps=1, p4_packages=2, p4_members=5, p4_entitlements=1,
+              p4_watch_days=1, p4_stores=("SQLite",))  # P4 on PostgreSQL: ~15 s more
+STEPS = ("p1-ldap", "p1-scim", "p1-flow", "p2-rollback", "p3-nightly", "p4-wave", "catalog",
+         "sandbox", "ldap", "metrics")
+P4_TARGET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -477,30 +496,58 @@ def render_report(results: Sequence[Result], *, quick: bool, elapsed: float,
     )
 
 
-def bench_targets(sizes: Sizes, which: str) -> list[Result]:
-    """P1 and P2 at target level against the raw clients (benchmarks/targets.py)."""
+def _scale(fraction: float) -> str:
+    return "" if fraction == 1 else f", 1/{1 / fraction:g} scale"
+
+
+def bench_targets(sizes: Sizes, which: str, extra: list[str] | None = None) -> list[Result]:
+    """P1 (at every size of sizes.p1_fractions, with the scaling exponents) and P2 at target
+    level against the raw clients (benchmarks/targets.py)."""
     from benchmarks import targets
+    from benchmarks.nightly import exponent
     from wavekit.devservers.scim import ScimServerUnavailable
     from wavekit.devservers.slapd import SlapdUnavailable
 
-    g, m = sizes.p1_groups, sizes.p1_members
-    p1 = f"{g} groups x {m:,} members ({g * m:,} grants)"
+    results: list[Result] = []
     try:
-        if which == "p1-ldap":
-            name, size, row = "P1 LDAP apply (Target.apply)", p1, targets.ldap_apply(
-                g, m, sizes.reps)
-        elif which == "p1-scim":
-            name, size, row = "P1 SCIM apply (Target.apply)", p1, targets.scim_apply(
-                g, m, sizes.reps)
-        else:
-            name = "P2 LDAP rollback + read-back"
-            size = f"{sizes.p2_members:,} members x 2 entitlements"
+        if which == "p2-rollback":
             row = targets.ldap_rollback(sizes.p2_members, reps=sizes.reps)
+            return [Result(f"P2 LDAP rollback + read-back vs {client}",
+                           f"{sizes.p2_members:,} members x 2 entitlements", row.wavekit_s, raw,
+                           note=f"{row.note}; median of {sizes.reps}")
+                    for client, raw in row.raw_s.items()]
+        kind = "LDAP" if which == "p1-ldap" else "SCIM"
+        g = sizes.p1_groups
+        grants: list[float] = []
+        seconds: dict[str, list[float]] = {}
+        with ExitStack() as stack:
+            server = None
+            if kind == "SCIM":  # one server, a fresh tenant (an empty directory) per size
+                from wavekit.devservers.scim import run_local_scim_server
+
+                server = stack.enter_context(run_local_scim_server())
+            for fraction in sizes.p1_fractions:
+                m = max(1, round(sizes.p1_members * fraction))
+                print(f"  P1 {kind} at {fraction:g} ...", file=sys.stderr, flush=True)
+                # LDAP: a slapd per size (starting one takes about a second)
+                row = (targets.ldap_apply(g, m, sizes.reps) if kind == "LDAP"
+                       else targets.scim_apply(g, m, sizes.reps, server))
+                results += [Result(
+                    f"P1 {kind} apply (Target.apply){_scale(fraction)} vs {client}",
+                    f"{g} groups x {m:,} members ({g * m:,} grants)", row.wavekit_s, raw,
+                    note=f"{row.note}; median of {sizes.reps}")
+                    for client, raw in row.raw_s.items()]
+                grants.append(g * m)
+                for who, t in [("wavekit", row.wavekit_s), *row.raw_s.items()]:
+                    seconds.setdefault(who, []).append(t)
+        if len(grants) > 1 and extra is not None:
+            extra.append(f"P1 {kind} scaling exponent (time ~ grants^k over "
+                         f"{', '.join(f'{n:,.0f}' for n in grants)} grants; 1 = linear): "
+                         + ", ".join(f"{who} {exponent(grants, t):.2f}"
+                                     for who, t in seconds.items()))
     except (SlapdUnavailable, ScimServerUnavailable) as exc:
-        return [Result(which, "-", None, note=f"skipped: {exc}")]
-    return [Result(f"{name} vs {client}", size, row.wavekit_s, raw,
-                   note=f"{row.note}; median of {sizes.reps}")
-            for client, raw in row.raw_s.items()]
+        results.append(Result(which, "-", None, note=f"skipped: {exc}"))
+    return results
 
 
 def bench_nightly(sizes: Sizes, work: Path, extra: list[str]) -> list[Result]:
@@ -553,19 +600,99 @@ def bench_nightly(sizes: Sizes, work: Path, extra: list[str]) -> list[Result]:
     return results
 
 
+def bench_flow(sizes: Sizes, work: Path, prefect: Callable[[], None]) -> list[Result]:
+    """P1 whole flow: release_wave on slapd and scim2-server vs the raw client
+    (benchmarks/flows.py)."""
+    from benchmarks import flows
+    from wavekit.devservers.scim import ScimServerUnavailable
+    from wavekit.devservers.slapd import SlapdUnavailable
+
+    g, m, n = sizes.p1_groups, sizes.flow_members, sizes.flow_packages
+    size = f"{g} groups x {m:,} members ({g * m:,} grants), {n} package{'s' * (n > 1)}"
+    results = []
+    for kind, name, client in (("ldap", "LDAP", "ldap3"), ("scim", "SCIM", "httpx PATCH")):
+        print(f"  P1 whole flow on {name} ...", file=sys.stderr, flush=True)
+        try:
+            row = flows.p1_flow(kind, g, m, n, sizes.flow_reps, work, prefect)
+        except (SlapdUnavailable, ScimServerUnavailable) as exc:
+            results.append(Result(f"P1 whole flow, {name}", "-", None, note=f"skipped: {exc}"))
+            continue
+        results.append(Result(
+            f"P1 whole flow (release_wave), {name} vs {client}", size, row.wavekit_s,
+            row.raw_s, note=f"{row.note}; target >= 0.5x raw; wall time outside wavekit's "
+            f"functions (Prefect): {row.outside_s:.1f} s of {row.wavekit_s:.1f} s"))
+    return results
+
+
+def bench_p4(sizes: Sizes, work: Path, prefect: Callable[[], None], extra: list[str]
+             ) -> list[Result]:
+    """P4: a wave of sizes.p4_packages packages on the sandbox to Stable, Prefect included,
+    on SQLite and PostgreSQL, with Prefect's share of the time (benchmarks/flows.py)."""
+    from benchmarks import flows, nightly
+
+    results: list[Result] = []
+    cluster = nightly.PostgresCluster()
+    pg_url = None
+    if "PostgreSQL" in sizes.p4_stores:
+        try:
+            pg_url = cluster.start()
+        except Exception as exc:  # no cluster: say so, keep SQLite
+            extra.append(f"P4: PostgreSQL did not start: {exc}")
+    stores = {"SQLite": f"sqlite:///{work / 'p4.db'}", "PostgreSQL": pg_url}
+    try:
+        for backend in sizes.p4_stores:
+            url = stores[backend]
+            name = f"P4 wave to Stable, {backend}"
+            if url is None:
+                results.append(Result(name, "-", None, note="skipped: PostgreSQL is not "
+                                      "installed (scripts/system-deps.sh)"))
+                continue
+            print(f"  P4 on {backend} ...", file=sys.stderr, flush=True)
+            try:
+                row = flows.p4_wave(url, sizes.p4_packages, sizes.p4_members,
+                                    sizes.p4_entitlements, work, prefect,
+                                    name=backend.lower(), watch_days=sizes.p4_watch_days)
+            except Exception as exc:  # e.g. the test server answering 503 under 50 packages
+                reason = str(exc).splitlines()[0][:200]
+                results.append(Result(name, f"{sizes.p4_packages} packages", None, note=(
+                    f"failed: {type(exc).__name__}: {reason}")))
+                continue
+            by_subtraction = 1 - row.plain_s / row.flow_s
+            met = ("met" if row.flow_s <= P4_TARGET_S else "missed") \
+                if sizes.p4_packages >= 50 else "applies at 50 packages"
+            results.append(Result(
+                name, f"{sizes.p4_packages} packages, {row.grants:,} grants, Stable on "
+                f"simulated day {row.days}", row.flow_s, row.plain_s, note=(
+                    f"trigger to every package Stable: release_wave twice (owners pre-approved "
+                    f"between, unverified) then watch_packages once per simulated day "
+                    f"(ManualClock, no sleeping), healthy scripted metrics; target <= "
+                    f"{P4_TARGET_S:.0f} s: {met}; baseline: the same domain calls without "
+                    f"Prefect, one thread, fresh store (benchmarks/flows.py plain_wave, "
+                    f"plain_watch); Prefect share {by_subtraction:.0%} by subtraction "
+                    f"(1 - baseline / wavekit), {row.outside_s / row.flow_s:.0%} by wrapping "
+                    f"(wall time when no thread was inside a wavekit domain/store function; "
+                    f"a lower bound)")))
+    finally:
+        cluster.stop()
+    return results
+
+
 def run(sizes: Sizes, only: set[str] | None = None, extra: list[str] | None = None
         ) -> list[Result]:
     """Run the selected benchmarks (STEPS) at `sizes`; notes for under the table go to extra."""
     chosen = only or set(STEPS)
     notes = extra if extra is not None else []
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="wavekit-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wavekit-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        prefect = PrefectServer(stack)  # started by the first step that runs a flow
         steps: list[tuple[str, Callable[[], list[Result]]]] = [
-            ("p1-ldap", lambda: bench_targets(sizes, "p1-ldap")),
-            ("p1-scim", lambda: bench_targets(sizes, "p1-scim")),
+            ("p1-ldap", lambda: bench_targets(sizes, "p1-ldap", notes)),
+            ("p1-scim", lambda: bench_targets(sizes, "p1-scim", notes)),
+            ("p1-flow", lambda: bench_flow(sizes, work, prefect)),
             ("p2-rollback", lambda: bench_targets(sizes, "p2-rollback")),
             ("p3-nightly", lambda: bench_nightly(sizes, work, notes)),
+            ("p4-wave", lambda: bench_p4(sizes, work, prefect, notes)),
             ("catalog", lambda: bench_catalog(sizes.identities, sizes.packages, work,
                                               write_sample=sizes.write_sample)),
             ("sandbox", lambda: bench_sandbox(sizes.sandbox_grants, sizes.sandbox_single, work)),
@@ -575,7 +702,13 @@ def run(sizes: Sizes, only: set[str] | None = None, extra: list[str] | None = No
         for name, step in steps:
             if name in chosen:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
+                began = time.perf_counter()
                 results += step()
+                print(f"  {name}: {time.perf_counter() - began:.0f} s", file=sys.stderr,
+                      flush=True)
+        if prefect.started_s is not None:
+            notes.append(f"Prefect: a temporary server (prefect_test_harness), started in "
+                         f"{prefect.started_s:.0f} s, not counted.")
     return results
 
 
@@ -586,6 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke, < 2 min)")
     parser.add_argument("--only", action="append", choices=list(STEPS),
                         help="run only this benchmark (repeatable)")
+    parser.add_argument("--p1-sizes", type=_fractions, default=None, metavar="1/16,1/4,1",
+                        help="P1 apply sizes as fractions of 2,000 members per group")
     parser.add_argument("--p3-sizes", type=_fractions, default=None, metavar="1/16,1/4,1",
                         help="P3 sizes as fractions of 100k identities / 500 packages")
     parser.add_argument("--output", type=Path, default=RESULTS,
@@ -594,6 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     extra: list[str] = []
     sizes = QUICK if args.quick else FULL
+    if args.p1_sizes:
+        sizes = replace(sizes, p1_fractions=args.p1_sizes)
     if args.p3_sizes:
         sizes = replace(sizes, p3_fractions=args.p3_sizes)
     results = run(sizes, set(args.only) if args.only else None, extra)
