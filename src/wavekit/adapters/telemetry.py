@@ -53,7 +53,14 @@ from wavekit.domain.frames import (
     utc_timestamp,
 )
 from wavekit.domain.grants import GrantSet
-from wavekit.domain.metrics import implicated, measure_package, window_start
+from wavekit.domain.metrics import (
+    PackageWindow,
+    grant_frame,
+    implicated,
+    measure_package,
+    measure_packages,
+    window_start,
+)
 from wavekit.domain.packages import PackageView
 
 _INSERT_CHUNK = 50_000
@@ -581,12 +588,16 @@ def load_frames(
 
 
 class LiveMeasurement(NamedTuple):
-    """One package measured on the target as it is now (the nightly run's measurements)."""
+    """One package measured on the target as it is now (the nightly run's measurements).
+
+    `target_grants`: the package's scope on the target, unless measure_live is handed the
+    target's grants of every package at once (`held`).
+    """
 
     package: PackageView
     deployed_at: datetime
     since: datetime
-    target_grants: GrantSet
+    target_grants: GrantSet = frozenset()
     suspended: GrantSet = frozenset()
 
 
@@ -614,39 +625,6 @@ def load_live_frames(session: Session, since: datetime, window_since: datetime,
     return TelemetryFrames(**frames, privileged=privileged, latest=latest, earliest=earliest)
 
 
-class _ByKey:
-    """Shared frames cut per package by precomputed row positions, never by a full scan."""
-
-    def __init__(self, frames: TelemetryFrames) -> None:
-        self.frames = frames
-        self.index = {
-            "usage": frames.usage.groupby("entitlement").indices,
-            "tickets": frames.tickets.groupby("package").indices,
-            "exceptions": frames.exceptions.groupby("package").indices,
-            "exports": frames.exports.groupby("identity").indices,
-            "assignments": frames.assignments.groupby("entitlement").indices,
-        }
-
-    def _take(self, kind: str, keys: Iterable[str], since: pd.Timestamp) -> pd.DataFrame:
-        index = self.index[kind]
-        parts = [index[k] for k in keys if k in index]
-        df: pd.DataFrame = getattr(self.frames, kind)
-        # Sorted positions keep the store's row order, so sums come out bit for bit the same.
-        rows = df.iloc[np.sort(np.concatenate(parts))] if parts else df.iloc[:0]
-        return rows[rows["at"] >= since].reset_index(drop=True)
-
-    def package(self, view: PackageView, since: datetime) -> TelemetryFrames:
-        """What load_frames(package=view) reads from `since` on (see _load)."""
-        f, start = self.frames, pd.Timestamp(as_utc(since))
-        return TelemetryFrames(
-            usage=self._take("usage", view.entitlements, start),
-            tickets=self._take("tickets", [view.key], start),
-            exceptions=self._take("exceptions", [view.key], start),
-            exports=self._take("exports", view.members, start),
-            assignments=self._take("assignments", view.entitlements | f.privileged, start),
-            privileged=f.privileged, latest=f.latest, earliest=f.earliest)
-
-
 class TelemetryMetrics:
     """Measures packages from the store's telemetry; what the watch calls on every check."""
 
@@ -669,22 +647,29 @@ class TelemetryMetrics:
                                target_grants=target_grants, baseline_days=self.baseline_days,
                                suspended=suspended, from_history=from_history)
 
-    def measure_live(self, measurements: Sequence[LiveMeasurement], as_of: datetime
-                     ) -> dict[str, dict[str, float | None]]:
+    def measure_live(self, measurements: Sequence[LiveMeasurement], as_of: datetime, *,
+                     held: pd.DataFrame | None = None) -> dict[str, dict[str, float | None]]:
         """`measure` for many packages at once, as of now on the target: the telemetry is
-        loaded once for all of them and cut per package (package key -> metrics)."""
+        loaded once for all of them and measured in one pass (package key -> metrics).
+
+        `held`: the target's grants of every package's scope, read once (columns identity,
+        entitlement; see metrics.grant_frame); each package reads its own entitlements' grants
+        from it. Without it, each measurement's own `target_grants` are read.
+        """
         if not measurements:
             return {}
         since = min(window_start(m.deployed_at, as_of, self.baseline_days)
                     for m in measurements)
         window = min(max(as_utc(m.since), as_utc(m.deployed_at)) for m in measurements)
         with session_scope(self.database_url) as s:
-            shared = _ByKey(load_live_frames(s, since, window, as_of))
-        return {m.package.key: measure_package(
-            shared.package(m.package, window_start(m.deployed_at, as_of, self.baseline_days)),
-            m.package, deployed_at=m.deployed_at, since=m.since, as_of=as_of,
-            target_grants=m.target_grants, baseline_days=self.baseline_days,
-            suspended=m.suspended) for m in measurements}
+            frames = load_live_frames(s, since, window, as_of)
+        if held is None:
+            held = pd.concat([grant_frame(m.target_grants).assign(package=m.package.key)
+                              for m in measurements], ignore_index=True)
+        windows = [PackageWindow(m.package, m.deployed_at, m.since, as_of, m.suspended)
+                   for m in measurements]
+        measured = measure_packages(frames, windows, held, baseline_days=self.baseline_days)
+        return {m.package.key: values for m, values in zip(measurements, measured, strict=True)}
 
     def implicated(self, package: PackageView, metric: str, *, deployed_at: datetime,
                    since: datetime, as_of: datetime, threshold: float) -> frozenset[str]:
