@@ -487,8 +487,9 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return _empty(kind)
     at = pd.to_datetime(rows["at"], utc=True, format="ISO8601")
-    cols: dict[str, Any] = {"identity": rows["identity"], "entitlement": rows["entitlement"],
-                            "package": rows["package_key"], "at": at}
+    cols: dict[str, Any] = {"identity": rows.get("identity"),
+                            "entitlement": rows.get("entitlement"),
+                            "package": rows.get("package_key"), "at": at}
     if kind == "tickets":
         cols["category"] = rows["category"]
     elif kind == "exceptions":
@@ -501,25 +502,45 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     return _normalise(kind, pd.DataFrame(cols))
 
 
+# The stored columns each kind's frame is built from (_from_samples), besides `at`.
+_STORED = {
+    "usage": ("identity", "entitlement"),
+    "tickets": ("package_key", "category"),
+    "exceptions": ("package_key", "identity", "category"),
+    "exports": ("identity", "value"),
+    "assignments": ("identity", "entitlement", "category", "value"),
+}
+
+
+def _fetch(session: Session, query: Any) -> pd.DataFrame:
+    """A query's rows as a frame, taken from the DBAPI cursor in one fetch: no SQLAlchemy
+    Row per row (the columns read need no result processing; see _read)."""
+    result = session.connection().execute(query)
+    try:
+        names = list(result.keys())
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    return pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+
+
 def _read(session: Session, kind: str, since: datetime | None, until: datetime | None,
           column: Any = None, values: Collection[str] | None = None,
           where: Sequence[Any] = ()) -> pd.DataFrame:
     t = TelemetrySample
     # `at` is read as the raw stored value and converted by pandas in one vectorised call
     # (_from_samples): the column type's result processor would build a datetime per row.
-    base = core_select(sql_col(t.kind), type_coerce(t.at, String).label("at"),
-                       sql_col(t.package_key), sql_col(t.identity), sql_col(t.entitlement),
-                       sql_col(t.category), sql_col(t.value)
+    base = core_select(type_coerce(t.at, String).label("at"),
+                       *(sql_col(getattr(t, c)) for c in _STORED[kind])
                        ).where(sql_col(t.kind) == kind, *where)
     if since is not None:
         base = base.where(sql_col(t.at) >= as_utc(since))
     if until is not None:
         base = base.where(sql_col(t.at) < as_utc(until))
     if column is None:
-        return pd.read_sql_query(base, session.connection())
+        return _fetch(session, base)
     wanted = sorted(set(values or ()))
-    parts = [pd.read_sql_query(base.where(column.in_(wanted[i:i + _IN_CHUNK])),
-                               session.connection())
+    parts = [_fetch(session, base.where(column.in_(wanted[i:i + _IN_CHUNK])))
              for i in range(0, len(wanted), _IN_CHUNK)]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -534,16 +555,17 @@ def _bounds(session: Session, until: datetime | None
             ) -> tuple[dict[str, pd.Timestamp], dict[str, pd.Timestamp]]:
     """(latest, earliest) event time of each kind before `until`, unscoped."""
     t = TelemetrySample
-    latest_q = select(t.kind, func.max(t.at)).group_by(t.kind)
-    if until is not None:
-        latest_q = latest_q.where(t.at < as_utc(until))
-    latest = {k: utc_timestamp(v)
-              for k, v in session.exec(latest_q) if v is not None}
-    earliest_q = select(t.kind, func.min(t.at)).group_by(t.kind)
-    if until is not None:
-        earliest_q = earliest_q.where(t.at < as_utc(until))
-    earliest = {k: utc_timestamp(v)
-                for k, v in session.exec(earliest_q) if v is not None}
+    latest: dict[str, pd.Timestamp] = {}
+    earliest: dict[str, pd.Timestamp] = {}
+    # Two queries per kind: each reads one end of the (kind, at) index, not the table.
+    for kind in KINDS:
+        for bound, agg in ((latest, func.max(t.at)), (earliest, func.min(t.at))):
+            q = select(agg).where(t.kind == kind)
+            if until is not None:
+                q = q.where(t.at < as_utc(until))
+            value = session.exec(q).one()
+            if value is not None:
+                bound[kind] = utc_timestamp(value)
     return latest, earliest
 
 
