@@ -431,7 +431,8 @@ class _Batch:
         def daily(keep: Bools) -> pd.Series:
             # Each member's volume per calendar day, summed in the feed's order (pandas'
             # compensated group sum, as a per-package groupby would).
-            return pd.Series(volume[keep]).groupby(member[keep] * days + day[keep]).sum()
+            return pd.Series(volume[keep]).groupby(member[keep] * days + day[keep],
+                                                   sort=False).sum()
 
         base = daily(self._inside(at, pkg, since, self.d))
         base_pkg = np.asarray(base.index.to_numpy() // days // self.ids.size, dtype=np.int64)

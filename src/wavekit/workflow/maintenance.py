@@ -459,16 +459,17 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
     A stepped release is measured on the members its cohorts granted so far, as the watch
     measures it: the others hold none of its grants yet and are not a finding.
     """
-    from wavekit.adapters.store.packages import load_package_view
+    from wavekit.adapters.store.packages import load_package_views
     from wavekit.adapters.telemetry import LiveMeasurement
     from wavekit.workflow.cohorts import step_facts
 
     with session_scope(rt.database_url) as s:
         inputs = load_maintenance_inputs(s)
         live = [p for p in inputs.packages if p.live and p.deployed_at is not None]
+        stored = load_package_views(s, [p.key for p in live])
         views = {}
         for p in live:
-            view = load_package_view(s, p.key)
+            view = stored[p.key]
             steps = step_facts(s, p.release_id) if p.release_id is not None else None
             if steps is not None:  # as in watch.watch_tick
                 view = replace(view, members=view.members & steps.granted)
