@@ -112,3 +112,24 @@ def test_batches_hold_whole_entitlements_so_a_group_is_written_once() -> None:
     assert [len(b) for b in batched(grants, 30)] == [30, 11]
     with pytest.raises(ValueError):
         list(batched(grants, 0))
+
+
+def test_sandbox_reads_grants_as_a_frame_as_it_reads_them_as_grants(store_url: str) -> None:
+    # The nightly run's one read of every scope: more entitlements than one IN list holds,
+    # a name holding the separator the frame read joins holders with, another sandbox's
+    # grants left out, and an entitlement nobody holds.
+    target = SandboxTarget(store_url)
+    ents = [f"ent-{i:04d}" for i in range(620)]
+    grants = grant_set([(u, e) for i, e in enumerate(ents) for u in USERS[: 1 + i % 7]]
+                       + [("odd\x1fname", "ent-0003"), ("odd\x1fname", "ent-0600")])
+    target.apply(grants, [], batch_size=5_000)
+    SandboxTarget(store_url, sandbox="other").apply(grant_set([("u01", "ent-0001"),
+                                                                ("x", "ent-0002")]), [])
+    wanted = [*ents[1:], "never-granted"]
+    frame = target.read_grant_frame(wanted)
+    assert list(frame.columns) == ["identity", "entitlement"]
+    pairs = list(zip(frame["identity"], frame["entitlement"], strict=True))
+    assert len(pairs) == len(set(pairs))
+    assert grant_set(pairs) == target.read_grants(wanted) == grant_set(
+        g for g in grants if g.entitlement != "ent-0000")
+    assert target.read_grant_frame([]).empty

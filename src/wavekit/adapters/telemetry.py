@@ -53,7 +53,14 @@ from wavekit.domain.frames import (
     utc_timestamp,
 )
 from wavekit.domain.grants import GrantSet
-from wavekit.domain.metrics import implicated, measure_package, window_start
+from wavekit.domain.metrics import (
+    PackageWindow,
+    grant_frame,
+    implicated,
+    measure_package,
+    measure_packages,
+    window_start,
+)
 from wavekit.domain.packages import PackageView
 
 _INSERT_CHUNK = 50_000
@@ -480,8 +487,9 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return _empty(kind)
     at = pd.to_datetime(rows["at"], utc=True, format="ISO8601")
-    cols: dict[str, Any] = {"identity": rows["identity"], "entitlement": rows["entitlement"],
-                            "package": rows["package_key"], "at": at}
+    cols: dict[str, Any] = {"identity": rows.get("identity"),
+                            "entitlement": rows.get("entitlement"),
+                            "package": rows.get("package_key"), "at": at}
     if kind == "tickets":
         cols["category"] = rows["category"]
     elif kind == "exceptions":
@@ -494,25 +502,45 @@ def _from_samples(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     return _normalise(kind, pd.DataFrame(cols))
 
 
+# The stored columns each kind's frame is built from (_from_samples), besides `at`.
+_STORED = {
+    "usage": ("identity", "entitlement"),
+    "tickets": ("package_key", "category"),
+    "exceptions": ("package_key", "identity", "category"),
+    "exports": ("identity", "value"),
+    "assignments": ("identity", "entitlement", "category", "value"),
+}
+
+
+def _fetch(session: Session, query: Any) -> pd.DataFrame:
+    """A query's rows as a frame, taken from the DBAPI cursor in one fetch: no SQLAlchemy
+    Row per row (the columns read need no result processing; see _read)."""
+    result = session.connection().execute(query)
+    try:
+        names = list(result.keys())
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    return pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+
+
 def _read(session: Session, kind: str, since: datetime | None, until: datetime | None,
           column: Any = None, values: Collection[str] | None = None,
           where: Sequence[Any] = ()) -> pd.DataFrame:
     t = TelemetrySample
     # `at` is read as the raw stored value and converted by pandas in one vectorised call
     # (_from_samples): the column type's result processor would build a datetime per row.
-    base = core_select(sql_col(t.kind), type_coerce(t.at, String).label("at"),
-                       sql_col(t.package_key), sql_col(t.identity), sql_col(t.entitlement),
-                       sql_col(t.category), sql_col(t.value)
+    base = core_select(type_coerce(t.at, String).label("at"),
+                       *(sql_col(getattr(t, c)) for c in _STORED[kind])
                        ).where(sql_col(t.kind) == kind, *where)
     if since is not None:
         base = base.where(sql_col(t.at) >= as_utc(since))
     if until is not None:
         base = base.where(sql_col(t.at) < as_utc(until))
     if column is None:
-        return pd.read_sql_query(base, session.connection())
+        return _fetch(session, base)
     wanted = sorted(set(values or ()))
-    parts = [pd.read_sql_query(base.where(column.in_(wanted[i:i + _IN_CHUNK])),
-                               session.connection())
+    parts = [_fetch(session, base.where(column.in_(wanted[i:i + _IN_CHUNK])))
              for i in range(0, len(wanted), _IN_CHUNK)]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -527,16 +555,17 @@ def _bounds(session: Session, until: datetime | None
             ) -> tuple[dict[str, pd.Timestamp], dict[str, pd.Timestamp]]:
     """(latest, earliest) event time of each kind before `until`, unscoped."""
     t = TelemetrySample
-    latest_q = select(t.kind, func.max(t.at)).group_by(t.kind)
-    if until is not None:
-        latest_q = latest_q.where(t.at < as_utc(until))
-    latest = {k: utc_timestamp(v)
-              for k, v in session.exec(latest_q) if v is not None}
-    earliest_q = select(t.kind, func.min(t.at)).group_by(t.kind)
-    if until is not None:
-        earliest_q = earliest_q.where(t.at < as_utc(until))
-    earliest = {k: utc_timestamp(v)
-                for k, v in session.exec(earliest_q) if v is not None}
+    latest: dict[str, pd.Timestamp] = {}
+    earliest: dict[str, pd.Timestamp] = {}
+    # Two queries per kind: each reads one end of the (kind, at) index, not the table.
+    for kind in KINDS:
+        for bound, agg in ((latest, func.max(t.at)), (earliest, func.min(t.at))):
+            q = select(agg).where(t.kind == kind)
+            if until is not None:
+                q = q.where(t.at < as_utc(until))
+            value = session.exec(q).one()
+            if value is not None:
+                bound[kind] = utc_timestamp(value)
     return latest, earliest
 
 
@@ -581,12 +610,16 @@ def load_frames(
 
 
 class LiveMeasurement(NamedTuple):
-    """One package measured on the target as it is now (the nightly run's measurements)."""
+    """One package measured on the target as it is now (the nightly run's measurements).
+
+    `target_grants`: the package's scope on the target, unless measure_live is handed the
+    target's grants of every package at once (`held`).
+    """
 
     package: PackageView
     deployed_at: datetime
     since: datetime
-    target_grants: GrantSet
+    target_grants: GrantSet = frozenset()
     suspended: GrantSet = frozenset()
 
 
@@ -614,39 +647,6 @@ def load_live_frames(session: Session, since: datetime, window_since: datetime,
     return TelemetryFrames(**frames, privileged=privileged, latest=latest, earliest=earliest)
 
 
-class _ByKey:
-    """Shared frames cut per package by precomputed row positions, never by a full scan."""
-
-    def __init__(self, frames: TelemetryFrames) -> None:
-        self.frames = frames
-        self.index = {
-            "usage": frames.usage.groupby("entitlement").indices,
-            "tickets": frames.tickets.groupby("package").indices,
-            "exceptions": frames.exceptions.groupby("package").indices,
-            "exports": frames.exports.groupby("identity").indices,
-            "assignments": frames.assignments.groupby("entitlement").indices,
-        }
-
-    def _take(self, kind: str, keys: Iterable[str], since: pd.Timestamp) -> pd.DataFrame:
-        index = self.index[kind]
-        parts = [index[k] for k in keys if k in index]
-        df: pd.DataFrame = getattr(self.frames, kind)
-        # Sorted positions keep the store's row order, so sums come out bit for bit the same.
-        rows = df.iloc[np.sort(np.concatenate(parts))] if parts else df.iloc[:0]
-        return rows[rows["at"] >= since].reset_index(drop=True)
-
-    def package(self, view: PackageView, since: datetime) -> TelemetryFrames:
-        """What load_frames(package=view) reads from `since` on (see _load)."""
-        f, start = self.frames, pd.Timestamp(as_utc(since))
-        return TelemetryFrames(
-            usage=self._take("usage", view.entitlements, start),
-            tickets=self._take("tickets", [view.key], start),
-            exceptions=self._take("exceptions", [view.key], start),
-            exports=self._take("exports", view.members, start),
-            assignments=self._take("assignments", view.entitlements | f.privileged, start),
-            privileged=f.privileged, latest=f.latest, earliest=f.earliest)
-
-
 class TelemetryMetrics:
     """Measures packages from the store's telemetry; what the watch calls on every check."""
 
@@ -669,22 +669,29 @@ class TelemetryMetrics:
                                target_grants=target_grants, baseline_days=self.baseline_days,
                                suspended=suspended, from_history=from_history)
 
-    def measure_live(self, measurements: Sequence[LiveMeasurement], as_of: datetime
-                     ) -> dict[str, dict[str, float | None]]:
+    def measure_live(self, measurements: Sequence[LiveMeasurement], as_of: datetime, *,
+                     held: pd.DataFrame | None = None) -> dict[str, dict[str, float | None]]:
         """`measure` for many packages at once, as of now on the target: the telemetry is
-        loaded once for all of them and cut per package (package key -> metrics)."""
+        loaded once for all of them and measured in one pass (package key -> metrics).
+
+        `held`: the target's grants of every package's scope, read once (columns identity,
+        entitlement; see metrics.grant_frame); each package reads its own entitlements' grants
+        from it. Without it, each measurement's own `target_grants` are read.
+        """
         if not measurements:
             return {}
         since = min(window_start(m.deployed_at, as_of, self.baseline_days)
                     for m in measurements)
         window = min(max(as_utc(m.since), as_utc(m.deployed_at)) for m in measurements)
         with session_scope(self.database_url) as s:
-            shared = _ByKey(load_live_frames(s, since, window, as_of))
-        return {m.package.key: measure_package(
-            shared.package(m.package, window_start(m.deployed_at, as_of, self.baseline_days)),
-            m.package, deployed_at=m.deployed_at, since=m.since, as_of=as_of,
-            target_grants=m.target_grants, baseline_days=self.baseline_days,
-            suspended=m.suspended) for m in measurements}
+            frames = load_live_frames(s, since, window, as_of)
+        if held is None:
+            held = pd.concat([grant_frame(m.target_grants).assign(package=m.package.key)
+                              for m in measurements], ignore_index=True)
+        windows = [PackageWindow(m.package, m.deployed_at, m.since, as_of, m.suspended)
+                   for m in measurements]
+        measured = measure_packages(frames, windows, held, baseline_days=self.baseline_days)
+        return {m.package.key: values for m, values in zip(measurements, measured, strict=True)}
 
     def implicated(self, package: PackageView, metric: str, *, deployed_at: datetime,
                    since: datetime, as_of: datetime, threshold: float) -> frozenset[str]:

@@ -28,12 +28,12 @@ contained ones included.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import pandas as pd
 from sqlalchemy import select as core_select
@@ -53,10 +53,12 @@ from wavekit.domain.clock import as_utc
 from wavekit.domain.drills import DrillRecord, drill_backlog_reason, drill_standing
 from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.health import HealthCheck, Verdict, checks_for
+from wavekit.domain.metrics import grant_frame
 from wavekit.domain.retirement import RetirementFacts, retirement_due
 from wavekit.domain.states import DEPLOYED, PackageState
 
 if TYPE_CHECKING:
+    from wavekit.adapters.targets.base import Target
     from wavekit.workflow.containment import ContainOutcome
     from wavekit.workflow.runtime import Runtime
 
@@ -457,44 +459,57 @@ def plan_from_store(rt: Runtime, as_of: datetime) -> MaintenancePlan:
     A stepped release is measured on the members its cohorts granted so far, as the watch
     measures it: the others hold none of its grants yet and are not a finding.
     """
-    from wavekit.adapters.store.packages import load_package_view
+    from wavekit.adapters.store.packages import load_package_views
     from wavekit.adapters.telemetry import LiveMeasurement
     from wavekit.workflow.cohorts import step_facts
 
     with session_scope(rt.database_url) as s:
         inputs = load_maintenance_inputs(s)
         live = [p for p in inputs.packages if p.live and p.deployed_at is not None]
+        stored = load_package_views(s, [p.key for p in live])
         views = {}
         for p in live:
-            view = load_package_view(s, p.key)
+            view = stored[p.key]
             steps = step_facts(s, p.release_id) if p.release_id is not None else None
             if steps is not None:  # as in watch.watch_tick
                 view = replace(view, members=view.members & steps.granted)
             views[p.key] = view
         held_back = {p.key: _active_suspended(s, p.release_id) for p in live
                      if p.release_id is not None}
-    # One read of the target for every scope, cut per package below.
-    scopes = frozenset().union(*(v.scope for v in views.values()))
-    held: dict[str, list[Grant]] = {}
-    for g in rt.target.read_grants(scopes) if scopes else ():
-        held.setdefault(g.entitlement, []).append(g)  # the read's own Grants, never copies
     todo = []
     for p in live:
-        view = views[p.key]
-        grants = frozenset(chain.from_iterable(held.get(e, ()) for e in view.scope))
         assert p.deployed_at is not None, "a live release has been deployed"
         since, _ = nightly_window(p.deployed_at, as_of)
-        todo.append(LiveMeasurement(view, as_utc(p.deployed_at), since,
-                                    grants, held_back.get(p.key, frozenset())))
+        todo.append(LiveMeasurement(views[p.key], as_utc(p.deployed_at), since,
+                                    suspended=held_back.get(p.key, frozenset())))
+    # One read of the target for every scope.
+    scopes = frozenset().union(*(v.scope for v in views.values()))
     measure_live = getattr(rt.metrics, "measure_live", None)
     if measure_live is not None:  # the store's telemetry, loaded once for every package
-        metrics = dict(measure_live(todo, as_utc(as_of)))
+        metrics = dict(measure_live(todo, as_utc(as_of), held=read_grant_frame(rt.target,
+                                                                               scopes)))
     else:
+        held: dict[str, list[Grant]] = {}
+        for g in rt.target.read_grants(scopes) if scopes else ():
+            held.setdefault(g.entitlement, []).append(g)  # the read's own Grants, never copies
         metrics = {m.package.key: dict(rt.metrics.measure(
             m.package, deployed_at=m.deployed_at, since=m.since, as_of=as_utc(as_of),
-            target_grants=m.target_grants, suspended=m.suspended)) for m in todo}
+            target_grants=frozenset(chain.from_iterable(held.get(e, ())
+                                                        for e in m.package.scope)),
+            suspended=m.suspended)) for m in todo}
     return plan_maintenance(inputs.packages, metrics, inputs.results, inputs.open_tasks, as_of,
                             MaintenanceThresholds(rt.settings.review_cadence_days))
+
+
+def read_grant_frame(target: Target, entitlements: Collection[str]) -> pd.DataFrame:
+    """The target's grants of `entitlements` as a frame (identity, entitlement), read once:
+    by the target's own frame read when it has one (the sandbox), else from its Grants."""
+    if not entitlements:
+        return grant_frame(())
+    reader = getattr(target, "read_grant_frame", None)
+    if reader is not None:
+        return cast(pd.DataFrame, reader(entitlements))
+    return grant_frame(target.read_grants(entitlements))
 
 
 def _active_suspended(session: Session, release_id: int) -> GrantSet:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import delete, tuple_
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, func, tuple_
+from sqlalchemy import select as core_select  # sqlmodel's select() types at most 4 columns
 from sqlmodel import Session, col, select
 
 from wavekit.adapters.store.engine import session_scope
@@ -20,6 +23,7 @@ from wavekit.adapters.targets.base import (
 from wavekit.domain.grants import Grant, GrantSet
 
 _CHUNK = 500  # IN-list size that stays under SQLite's bound-parameter limit
+_SEP = "\x1f"  # ASCII unit separator: joins an entitlement's holders in read_grant_frame
 
 
 class SandboxTarget(ClosesOnExit):
@@ -43,6 +47,42 @@ class SandboxTarget(ClosesOnExit):
                 )
                 found.update(Grant(i_, e) for i_, e in rows)
         return frozenset(found)
+
+    def read_grant_frame(self, entitlements: Collection[str]) -> pd.DataFrame:
+        """read_grants as a frame (identity; entitlement as a categorical), without a Grant
+        per row: the nightly run reads every live package's scope at once.
+
+        One row per entitlement comes back, its holders joined by a separator no identity
+        holds; an entitlement whose holders do not split into as many as it counts (a
+        separator in a name) is read row by row instead.
+        """
+        wanted = sorted(set(entitlements))
+        names: list[str] = []
+        counts: list[int] = []
+        holders: list[str] = []
+        t = SandboxGrant
+        with session_scope(self.database_url) as s:
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                rows = s.connection().execute(
+                    core_select(col(t.entitlement), func.aggregate_strings(col(t.identity), _SEP),
+                                func.count())
+                    .where(col(t.sandbox) == self.sandbox, col(t.entitlement).in_(chunk))
+                    .group_by(col(t.entitlement)))
+                for entitlement, joined, count in rows:
+                    who = joined.split(_SEP)
+                    if len(who) != count:
+                        who = list(s.exec(select(t.identity).where(
+                            t.sandbox == self.sandbox, t.entitlement == entitlement)))
+                    names.append(entitlement)
+                    counts.append(len(who))
+                    holders.extend(who)
+        codes = np.repeat(np.arange(len(names)), counts)
+        return pd.DataFrame({
+            "identity": np.array(holders, dtype=object),
+            "entitlement": pd.Categorical.from_codes(codes, categories=pd.Index(names,
+                                                                                dtype=object)),
+        })
 
     def apply(
         self,
