@@ -398,6 +398,24 @@ def test_a_client_error_is_not_retried_and_carries_the_server_detail(
     assert slept == [] and len(wire.calls("PATCH")) == 1
 
 
+@pytest.mark.parametrize("answer", [b"not json", b'{"members": "everyone"}', b"[1, 2]",
+                                    b'{"members": [{"value": {"a": 1}}]}', b'{"members": [7]}',
+                                    b'{"members": [{"value": "u", "type": ["User"]}]}'])
+def test_a_group_read_that_is_not_a_scim_group_is_refused_before_any_write(
+        make_target: MakeTarget, answer: bytes) -> None:
+    def garbled(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method == "GET" and "/Groups/" in request.url.path:
+            return httpx.Response(200, content=answer,
+                                  headers={"Content-Type": "application/scim+json"})
+        return response
+
+    wire = Wire(rewrite=garbled)
+    target = make_target(wire, use_bulk="never")
+    with pytest.raises(TargetError, match="is not a SCIM Group"):
+        target.apply([Grant("u01", "ent-a")], [])
+    assert wire.calls("PATCH") == [] and wire.calls("POST", "/Bulk") == []
+
+
 def test_every_request_waits_for_the_rate_limiter(directory: ScimConfig) -> None:
     class Counting:
         acquired = 0

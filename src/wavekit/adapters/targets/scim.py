@@ -599,16 +599,27 @@ class ScimTarget(ClosesOnExit):
                                       f"read of group {group_id}")
         try:
             body = response.json()
-            listed = [(str(m["value"]), m.get("type")) for m in body.get("members") or []
-                      if m.get("value")]
-            meta = body.get("meta") or {}
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise TargetRefused(f"SCIM read of group {group_id} answered something that is not "
-                                "a SCIM Group", target=self.session.label) from None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("members") or [], list):
+            raise self._not_a_group(group_id)
+        listed: list[tuple[str, str | None]] = []
+        for m in body.get("members") or []:
+            value = m.get("value") if isinstance(m, dict) else None
+            kind = m.get("type") if isinstance(m, dict) else None
+            if not isinstance(value, str) or not isinstance(kind, str | None):
+                raise self._not_a_group(group_id)
+            if value:
+                listed.append((value, kind))
         members = {v for v, kind in listed if (kind or "User") == "User"}
-        values = [{"value": v, **({"type": str(kind)} if kind else {})} for v, kind in listed]
+        values = [{"value": v, **({"type": kind} if kind else {})} for v, kind in listed]
+        meta = body.get("meta")
         version = meta.get("version") if isinstance(meta, dict) else None
         return members, str(version) if version else _version_of(response), values
+
+    def _not_a_group(self, group_id: str) -> TargetRefused:
+        return TargetRefused(f"SCIM read of group {group_id} answered something that is not a "
+                             "SCIM Group", target=self.session.label)
 
     def _group_ids_for(self, names: Iterable[str]) -> dict[str, str]:
         for name in sorted(set(names) - self._group_ids.keys()):
