@@ -37,11 +37,23 @@ TYPED := src flows blocks
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict $(TYPED)
 
+# The crash tier (20 SIGKILLs of each action on scim2-server and on slapd: about 9 minutes,
+# spent mostly waiting on those servers) runs beside the rest of the suite, and its report
+# follows the suite's; with PYTEST_ARGS, one pytest runs what they select.
+CRASH_LOG := .crash-tier.log
+
 test: $(BIN)/.installed
 	./scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict $(TYPED)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(BIN)/pytest -m crash --durations=5 -p no:cacheprovider > $(CRASH_LOG) 2>&1 & crash=$$!; \
+	$(BIN)/pytest -m "not crash" --durations=30; suite=$$?; \
+	wait $$crash; tier=$$?; echo "==== crash tier (ran beside the suite) ===="; \
+	cat $(CRASH_LOG); test $$suite -eq 0 -a $$tier -eq 0
+else
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
+endif
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

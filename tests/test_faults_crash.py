@@ -59,7 +59,7 @@ from wavekit.adapters.targets.base import plan_batches
 from wavekit.domain.grants import Grant, GrantSet
 from wavekit.domain.states import PackageState
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.crash]
 KILLS = int(os.environ.get("WAVEKIT_FAULT_KILLS", "20"))
 SCIM_KILLS = int(os.environ.get("WAVEKIT_FAULT_SCIM_KILLS", "20"))
 MEMBERS = int(os.environ.get("WAVEKIT_FAULT_CRASH_MEMBERS", "1500"))
