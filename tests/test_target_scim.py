@@ -166,17 +166,22 @@ def test_if_match_carries_the_etag_the_server_gave(make_target: MakeTarget) -> N
                                                        ("u03", "ent-a")])
 
 
-def test_a_concurrent_change_is_reread_not_overwritten(make_target: MakeTarget) -> None:
-    outsider = make_target()  # another writer, on its own connection
+def race_once(outsider: ScimTarget, grant: Grant) -> Fault:
+    """A fault that, before the first PATCH goes out, has `outsider` add `grant`: a change
+    landing between our read and our write."""
     raced: list[int] = []
 
     def race(request: httpx.Request) -> httpx.Response | None:
         if request.method == "PATCH" and not raced:
             raced.append(1)
-            outsider.apply([Grant("u30", "ent-a")], [])  # lands between our read and write
+            outsider.apply([grant], [])
         return None
+    return race
 
-    wire = Wire(race)
+
+def test_a_concurrent_change_is_reread_not_overwritten(make_target: MakeTarget) -> None:
+    outsider = make_target()  # another writer, on its own connection
+    wire = Wire(race_once(outsider, Grant("u30", "ent-a")))
     target = make_target(wire, use_bulk="never")
     result = target.apply(grant_set([("u01", "ent-a"), ("u02", "ent-a")]), [])
     assert [a.status_code for _, a in wire.exchanges("PATCH")] == [412, 204]
@@ -278,15 +283,7 @@ def test_a_removal_keeps_nested_groups_and_a_member_added_meanwhile(
                       "Operations": [{"op": "add", "path": "members", "value": [
                           {"value": ids["ent-b"], "type": "Group"}]}]}).raise_for_status()
     outsider = make_target()
-    raced: list[int] = []
-
-    def race(request: httpx.Request) -> httpx.Response | None:
-        if request.method == "PATCH" and not raced:
-            raced.append(1)
-            outsider.apply([Grant("u30", "ent-a")], [])  # lands between our read and write
-        return None
-
-    wire = Wire(race)
+    wire = Wire(race_once(outsider, Grant("u30", "ent-a")))
     target = make_target(wire, use_bulk="never")
     result = target.apply([], grant_set([("u01", "ent-a"), ("u02", "ent-a")]))
     assert [a.status_code for _, a in wire.exchanges("PATCH")] == [412, 204]
