@@ -294,13 +294,6 @@ class ScimSession:
             if not found or start > (page.total_results or 0):
                 return
 
-    def read(self, kind: str, resource_id: str) -> Resource[Any]:
-        with self.refused(f"read of {kind} {resource_id}"):
-            found = self.scim.query(self.model(kind), resource_id)
-        if not isinstance(found, Resource):
-            raise TargetError(f"SCIM read of {kind} {resource_id} answered nothing")
-        return found
-
     def bulk(self, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send operations as few /Bulk requests as the advertised limits allow; return each
         operation's result in order (plain httpx: callers need every operation's status)."""
